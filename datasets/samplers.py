@@ -1,0 +1,116 @@
+"""Batch samplers: vectorized gathers over the columnar dataset, reproducible from a seed.
+
+Both samplers copy the fields they need to `device` once, so sampling on a GPU never crosses
+the host boundary, and draw indices with their own `torch.Generator` (no global RNG). Their
+generator state is part of a checkpoint (`state_dict`), so a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from offrl.datasets.core import EpisodeDataset
+
+from offrl.types import SequenceBatch, TransitionBatch
+
+
+class _Sampler:
+    def __init__(self, seed: int, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu")
+                                 else state["generator"])
+
+
+class TransitionSampler(_Sampler):
+    """Uniform (s, a, r, s', terminal) over steps whose successor observation is known.
+
+    `terminal` is 1 only where the episode terminated; a time-out's last step keeps 0 and its
+    s' is that episode's own final observation, never the next episode's first.
+    """
+
+    def __init__(
+        self, dataset: EpisodeDataset, batch_size: int, seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(seed, device)
+        self.batch_size = int(batch_size)
+        valid = np.flatnonzero(dataset.next_valid)
+        if len(valid) == 0:
+            raise ValueError(f"{dataset.meta.name}: no transition has a known next observation")
+        d = self.device
+        obs_idx = dataset.obs_index[valid]
+        # One row gather per field at sample time; s' is simply the next observation row.
+        self._obs = torch.as_tensor(dataset.observations, device=d)
+        self._obs_idx = torch.as_tensor(obs_idx, device=d)
+        self._actions = torch.as_tensor(dataset.actions[valid], device=d)
+        self._rewards = torch.as_tensor(dataset.rewards[valid], device=d)
+        self._terminals = torch.as_tensor(dataset.terminals[valid], dtype=torch.float32, device=d)
+        self.num_transitions = len(valid)
+
+    def sample(self) -> TransitionBatch:
+        i = torch.randint(self.num_transitions, (self.batch_size,), device=self.device,
+                          generator=self.generator)
+        o = self._obs_idx[i]
+        return TransitionBatch(
+            observations=self._obs[o],
+            actions=self._actions[i],
+            rewards=self._rewards[i],
+            next_observations=self._obs[o + 1],
+            terminals=self._terminals[i],
+        )
+
+
+class SequenceSampler(_Sampler):
+    """K-step windows ending at a uniformly drawn step, left-padded (see `offrl.types`).
+
+    Drawing the window's last step uniformly over all N steps picks each episode with
+    probability proportional to its length and every end position within it equally often;
+    windows shorter than K occur exactly at episode starts, as they do when acting.
+    """
+
+    def __init__(
+        self, dataset: EpisodeDataset, batch_size: int, context: int, return_scale: float = 1.0,
+        seed: int = 0, device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(seed, device)
+        if context < 1:
+            raise ValueError(f"context must be >= 1, got {context}")
+        self.batch_size, self.context = int(batch_size), int(context)
+        self.return_scale = float(return_scale)
+        d = self.device
+        self._obs = torch.as_tensor(dataset.step_observations, device=d)  # (N, obs)
+        self._actions = torch.as_tensor(dataset.actions, device=d)
+        self._rewards = torch.as_tensor(dataset.rewards, device=d)
+        self._rtg = torch.as_tensor(dataset.returns_to_go / self.return_scale, device=d)
+        self._timesteps = torch.as_tensor(dataset.timesteps, device=d)
+        self._ep_start = torch.as_tensor(
+            dataset.episode_starts[dataset.episode_of_step], device=d)  # (N,)
+        self._offsets = torch.arange(-self.context + 1, 1, device=d)  # (K,)
+        self.num_steps = dataset.num_steps
+
+    def sample(self) -> SequenceBatch:
+        end = torch.randint(self.num_steps, (self.batch_size,), device=self.device,
+                            generator=self.generator)  # (B,)
+        idx = end[:, None] + self._offsets  # (B, K)
+        mask = idx >= self._ep_start[end][:, None]  # (B, K) padding where before episode start
+        idx = torch.where(mask, idx, end[:, None])  # any valid row; zeroed below
+        m = mask.to(self._rewards.dtype)
+        actions = self._actions[idx]
+        actions = actions * (mask if actions.ndim == 2 else m[..., None]).to(actions.dtype)
+        return SequenceBatch(
+            states=self._obs[idx] * m[..., None],
+            actions=actions,
+            rewards=self._rewards[idx] * m,
+            returns_to_go=self._rtg[idx] * m,
+            timesteps=self._timesteps[idx] * mask,
+            mask=mask,
+        )

@@ -1,0 +1,58 @@
+"""The one table of per-environment facts read by loaders, the evaluator and `datasets info`.
+
+Reference scores are D4RL's (random and expert policy returns, used for the normalized
+score 100 * (R - min) / (max - min)); target returns and return scales are the Decision
+Transformer paper's. D4RL v2 MuJoCo data was recorded on gym's v3 envs (mujoco-py); the
+Gymnasium v5 envs keep the same observation layout (x position excluded) and action bounds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnvFacts:
+    key: str  # short name used in dataset names: "hopper" in "hopper-medium-v2"
+    env_id: str  # gymnasium id used for evaluation
+    max_episode_steps: int
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    target_returns: tuple[float, ...] = ()  # default return-to-go targets for DT
+    return_scale: float = 1.0  # returns-to-go are divided by this inside the DT policy
+
+
+ENV_FACTS: dict[str, EnvFacts] = {
+    f.key: f
+    for f in (
+        EnvFacts("hopper", "Hopper-v5", 1000, -20.272305, 3234.3, (3600.0, 1800.0), 1000.0),
+        EnvFacts("halfcheetah", "HalfCheetah-v5", 1000, -280.178953, 12135.0,
+                 (12000.0, 6000.0), 1000.0),
+        EnvFacts("walker2d", "Walker2d-v5", 1000, 1.629008, 4592.3, (5000.0, 2500.0), 1000.0),
+        # Classic control: no D4RL reference; random ~22 on CartPole, the cap is 500.
+        EnvFacts("cartpole", "CartPole-v1", 500, None, None, (500.0,), 100.0),
+        EnvFacts("pendulum", "Pendulum-v1", 200, None, None, (-150.0,), 100.0),
+    )
+}
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def find_env_facts(name: str | None) -> EnvFacts | None:
+    """Facts for a gymnasium id ("Hopper-v5"), a table key or a D4RL/Minari dataset name
+    ("hopper-medium-v2", "mujoco/hopper/medium-v0"); None when nothing matches."""
+    if not name:
+        return None
+    for facts in ENV_FACTS.values():
+        if facts.env_id == name or facts.key == name:
+            return facts
+    base = name.split("/")
+    parts = [p for p in re.split(r"[-/_]", name.lower()) if p]
+    for facts in ENV_FACTS.values():
+        env_base = _normalize(facts.env_id.split("-v")[0])
+        if _normalize(base[0].split("-v")[0]) == env_base or facts.key in parts:
+            return facts
+    return None
