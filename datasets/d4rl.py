@@ -15,6 +15,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
 from offrl.datasets.core import DatasetError, DatasetMeta, EpisodeDataset
 from offrl.envs.facts import find_env_facts
 

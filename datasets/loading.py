@@ -62,6 +62,7 @@ def apply_env_spaces(ds: EpisodeDataset, env_id: str, *, strict: bool) -> None:
     (N, 1) become integers. A misfit is an error when the caller named the env."""
     import gymnasium as gym
     import numpy as np
+
     from offrl.envs.make import env_spaces
 
     src = ds.meta.source

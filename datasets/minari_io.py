@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+
 from offrl.datasets.core import DatasetError, DatasetMeta, EpisodeDataset
 from offrl.envs.facts import find_env_facts
-
 from offrl.types import Episode
 
 
@@ -136,11 +137,14 @@ def write_minari(
     ]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        with _minari_root(tmp):
+        with _minari_root(tmp), warnings.catch_warnings():
+            # Minari nags about optional metadata (author e-mail, ...) being None.
+            warnings.filterwarnings("ignore", message=".*is set to None", category=UserWarning)
             minari.create_dataset_from_buffers(
-                dataset_id, buffers, env=env_id, algorithm_name=algorithm_name,
+                dataset_id, buffers, env=env_id, eval_env=env_id,
+                algorithm_name=algorithm_name or "unknown", author="offrl",
                 ref_min_score=ref_min_score, ref_max_score=ref_max_score,
-                description=description,
+                description=description or f"{len(episodes)} episodes recorded by offrl",
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():

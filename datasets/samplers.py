@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from offrl.datasets.core import EpisodeDataset
 
+from offrl.datasets.core import EpisodeDataset
 from offrl.types import SequenceBatch, TransitionBatch
 
 
@@ -55,10 +55,14 @@ class TransitionSampler(_Sampler):
         self._rewards = torch.as_tensor(dataset.rewards[valid], device=d)
         self._terminals = torch.as_tensor(dataset.terminals[valid], dtype=torch.float32, device=d)
         self.num_transitions = len(valid)
+        self.step_index = valid  # (M,) global step of each sampleable transition
 
     def sample(self) -> TransitionBatch:
-        i = torch.randint(self.num_transitions, (self.batch_size,), device=self.device,
-                          generator=self.generator)
+        return self.gather(torch.randint(self.num_transitions, (self.batch_size,),
+                                         device=self.device, generator=self.generator))
+
+    def gather(self, i: torch.Tensor) -> TransitionBatch:
+        """The batch for transition indices `i` (B,), positions among the valid steps."""
         o = self._obs_idx[i]
         return TransitionBatch(
             observations=self._obs[o],
@@ -98,8 +102,11 @@ class SequenceSampler(_Sampler):
         self.num_steps = dataset.num_steps
 
     def sample(self) -> SequenceBatch:
-        end = torch.randint(self.num_steps, (self.batch_size,), device=self.device,
-                            generator=self.generator)  # (B,)
+        return self.gather(torch.randint(self.num_steps, (self.batch_size,), device=self.device,
+                                         generator=self.generator))
+
+    def gather(self, end: torch.Tensor) -> SequenceBatch:
+        """The windows whose newest step is global step `end` (B,)."""
         idx = end[:, None] + self._offsets  # (B, K)
         mask = idx >= self._ep_start[end][:, None]  # (B, K) padding where before episode start
         idx = torch.where(mask, idx, end[:, None])  # any valid row; zeroed below

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from offrl.datasets.core import DatasetError, DatasetMeta, EpisodeDataset
 
+from offrl.datasets.core import DatasetError, DatasetMeta, EpisodeDataset
 from offrl.types import Episode
 
 
