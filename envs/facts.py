@@ -11,6 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from offrl.envs.key_to_door import ENV_ID as KEY_TO_DOOR_ID
+from offrl.envs.key_to_door import MAX_EPISODE_STEPS as KEY_TO_DOOR_STEPS
+from offrl.envs.key_to_door import RANDOM_SUCCESS_MEASURED
+
 
 @dataclass(frozen=True)
 class EnvFacts:
@@ -33,6 +37,10 @@ ENV_FACTS: dict[str, EnvFacts] = {
         # Classic control: no D4RL reference; random ~22 on CartPole, the cap is 500.
         EnvFacts("cartpole", "CartPole-v1", 500, None, None, (500.0,), 100.0),
         EnvFacts("pendulum", "Pendulum-v1", 200, None, None, (-150.0,), 100.0),
+        # Return = success indicator: ref_min is the random policy's measured success rate,
+        # so the normalized score is D4RL-style; the paper's number is the raw mean return.
+        EnvFacts("keytodoor", KEY_TO_DOOR_ID, KEY_TO_DOOR_STEPS, RANDOM_SUCCESS_MEASURED, 1.0,
+                 (1.0,), 1.0),
     )
 }
 
