@@ -14,6 +14,8 @@ from typing import Any
 COMMANDS: dict[tuple[str, ...], str] = {
     ("datasets", "info"): "offrl.commands.datasets:info",
     ("datasets", "list"): "offrl.commands.datasets:list_",
+    ("collect", "keytodoor"): "offrl.commands.collect:keytodoor",
+    ("collect", "env"): "offrl.commands.collect:env",
 }
 
 
