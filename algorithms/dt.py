@@ -1,0 +1,316 @@
+"""Decision Transformer (Chen et al. 2021): return-conditioned sequence modelling of actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from offrl.algorithms.base import (
+    OfflineAlgorithm,
+    check_env_mask,
+    check_policy_inputs,
+    dataset_env_facts,
+    env_max_episode_steps,
+    is_mujoco_like,
+)
+from offrl.datasets.core import EpisodeDataset
+from offrl.datasets.samplers import SequenceSampler
+from offrl.nn import TransformerBlock, gpt_init, weight_decay_groups
+from offrl.types import SequenceBatch
+
+
+@dataclass(frozen=True)
+class DTConfig:
+    """Decision Transformer (Chen et al. 2021, https://arxiv.org/abs/2106.01345).
+
+    Tokens (return-to-go, state, action) per timestep plus a learned timestep embedding,
+    causal GPT-2 blocks, the action predicted from each state token. Box actions: tanh head
+    scaled to the action bounds, MSE over real (unpadded) steps. Discrete actions: logits and
+    cross-entropy. Defaults are the paper's MuJoCo setup (K=20, 128-dim, 3 layers, 1 head,
+    dropout 0.1, AdamW 1e-4 with weight decay 1e-4, 10k-step linear warm-up, grad-norm clip
+    0.25, batch 64). Windows are left-padded (see `offrl.types`), at training and acting time.
+
+    Deviations from the reference code (github.com/kzl/decision-transformer), and why:
+    - padded tokens are masked out as attention keys (every token may still attend to itself
+      so fully padded rows stay finite); the reference masks them through GPT-2's attention
+      mask as well, but pads on the left without re-zeroing normalized padding states: here
+      padding states and actions are exactly zero after normalization, in training and in the
+      policy, so both see identical inputs;
+    - weight decay applies to linear weight matrices only (the gym reference decays every
+      parameter; the Atari reference, like minGPT, decays only weights): embeddings, biases
+      and LayerNorms are not decayed;
+    - no state or return prediction heads (the gym reference builds them but never trains
+      them); no positional embedding besides the timestep embedding, as in the reference.
+    """
+
+    batch_size: int = 64
+    """Sequences (K-step windows) per gradient step."""
+    context: int = 20
+    """Context length K in timesteps (3K tokens)."""
+    embed_dim: int = 128
+    """Token embedding width."""
+    num_layers: int = 3
+    """Number of transformer blocks."""
+    num_heads: int = 1
+    """Attention heads per block (must divide embed_dim)."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention weights and residual branches."""
+    learning_rate: float = 1e-4
+    """Peak AdamW learning rate (reached after the warm-up)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay on linear weight matrices only."""
+    warmup_steps: int = 10_000
+    """Linear learning-rate warm-up from lr/warmup_steps to lr over this many updates."""
+    grad_clip: float = 0.25
+    """Gradient-norm clipping threshold."""
+    return_scale: float | None = None
+    """Returns-to-go are divided by this. None = the env facts table's value, else 1000 for
+    MuJoCo envs, else the largest absolute episode return in the dataset."""
+    target_return: float | None = None
+    """Default return-to-go target when acting. None = the env facts table's first target,
+    else the best episode return in the dataset."""
+    max_timestep: int | None = None
+    """Size of the timestep embedding. None = the larger of the longest episode in the data
+    and the env's time limit; later timesteps reuse the last embedding."""
+
+    def __post_init__(self) -> None:
+        if self.context < 1 or self.batch_size < 1 or self.num_layers < 1:
+            raise ValueError(f"DTConfig: context, batch_size and num_layers must be >= 1, "
+                             f"got {self.context}, {self.batch_size}, {self.num_layers}")
+        if self.num_heads < 1 or self.embed_dim % self.num_heads:
+            raise ValueError(f"DTConfig: embed_dim {self.embed_dim} must be divisible by "
+                             f"num_heads {self.num_heads}")
+        if self.return_scale is not None and self.return_scale <= 0:
+            raise ValueError(f"DTConfig.return_scale must be > 0, got {self.return_scale}")
+        if self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise ValueError("DTConfig: warmup_steps must be >= 0 and grad_clip > 0")
+
+
+class DecisionTransformer(nn.Module):
+    """GPT over interleaved (R_t, s_t, a_t) tokens; predicts a_t from the s_t token."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, discrete: bool, context: int, max_timestep: int,
+        embed_dim: int, num_layers: int, num_heads: int, dropout: float,
+    ) -> None:
+        super().__init__()
+        h = embed_dim
+        self.discrete, self.context = discrete, context
+        self.embed_timestep = nn.Embedding(max_timestep, h)
+        self.embed_return = nn.Linear(1, h)
+        self.embed_state = nn.Linear(obs_dim, h)
+        self.embed_action = nn.Embedding(act_dim, h) if discrete else nn.Linear(act_dim, h)
+        self.embed_ln = nn.LayerNorm(h)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(h, num_heads, dropout) for _ in range(num_layers))
+        self.ln_f = nn.LayerNorm(h)
+        self.action_head = nn.Linear(h, act_dim)
+        # As in the reference, only the GPT part gets GPT-2 init; embeddings keep torch's.
+        gpt_init(self.blocks, num_layers)
+        gpt_init(self.ln_f, num_layers)
+        length = 3 * context
+        self.register_buffer("causal", torch.ones(length, length, dtype=torch.bool).tril(),
+                             persistent=False)
+        self.register_buffer("eye", torch.eye(length, dtype=torch.bool), persistent=False)
+
+    def forward(
+        self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor, mask: torch.Tensor, return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """states (B, K, D) normalized, actions (B, K, A) in [-1, 1] or (B, K) int64,
+        returns_to_go (B, K) scaled, timesteps (B, K) int64, mask (B, K) bool ->
+        actions (B, K, A) in [-1, 1] or logits (B, K, n); with `return_attention`, also
+        one (B, H, 3K, 3K) attention map per block (token order R, s, a per step)."""
+        b, k = mask.shape
+        if k > self.context:
+            raise ValueError(f"sequence length {k} exceeds the context {self.context}")
+        t = self.embed_timestep(timesteps)  # (B, K, h)
+        tokens = torch.stack([
+            self.embed_return(returns_to_go.unsqueeze(-1)) + t,
+            self.embed_state(states) + t,
+            self.embed_action(actions) + t,
+        ], dim=2).reshape(b, 3 * k, -1)  # (B, 3K, h): R_1, s_1, a_1, R_2, ...
+        x = self.drop(self.embed_ln(tokens))
+        length = 3 * k
+        key_ok = mask.repeat_interleave(3, dim=1)  # (B, 3K)
+        # Causal, padding keys hidden; the diagonal keeps padding queries finite.
+        attn_mask = (self.causal[:length, :length]
+                     & (key_ok[:, None, :] | self.eye[:length, :length]))[:, None]  # (B,1,L,L)
+        maps = []
+        for block in self.blocks:
+            x, w = block(x, attn_mask, return_attention)
+            if return_attention:
+                maps.append(w)
+        x = self.ln_f(x).view(b, k, 3, -1)[:, :, 1]  # (B, K, h) state tokens
+        out = self.action_head(x)
+        if not self.discrete:
+            out = torch.tanh(out)
+        return (out, maps) if return_attention else out
+
+
+class DT(OfflineAlgorithm):
+    """Decision Transformer; see `DTConfig`. Resolved defaults: return_scale, target_return,
+    max_timestep."""
+
+    name = "dt"
+    batch_kind = "sequence"
+    Config = DTConfig
+
+    @classmethod
+    def resolve(cls, config: DTConfig, dataset: EpisodeDataset) -> dict[str, float | int]:
+        if dataset.discount != 1.0:
+            raise ValueError(f"{dataset.meta.name}: DT needs undiscounted returns-to-go "
+                             f"(the policy subtracts raw rewards), dataset has discount "
+                             f"{dataset.discount}")
+        facts = dataset_env_facts(dataset)
+        returns = dataset.episode_returns
+        if config.return_scale is not None:
+            scale = config.return_scale
+        elif facts is not None:
+            scale = facts.return_scale
+        elif is_mujoco_like(dataset):
+            scale = 1000.0
+        else:
+            scale = float(np.abs(returns).max()) or 1.0
+        if config.target_return is not None:
+            target = config.target_return
+        elif facts is not None and facts.target_returns:
+            target = facts.target_returns[0]
+        else:
+            target = float(returns.max())
+        longest = int(dataset.episode_lengths.max())
+        if config.max_timestep is not None:
+            if config.max_timestep < longest:
+                raise ValueError(f"DTConfig.max_timestep={config.max_timestep} is shorter than "
+                                 f"the longest episode in {dataset.meta.name} ({longest})")
+            max_t = config.max_timestep
+        else:
+            max_t = max(longest, env_max_episode_steps(dataset) or 0)
+        return {"return_scale": float(scale), "target_return": float(target),
+                "max_timestep": int(max_t)}
+
+    def _build(self) -> None:
+        c, s = self.config, self.spaces
+        self.model = DecisionTransformer(
+            s.obs_dim, s.act_dim, s.discrete, c.context, int(self.resolved["max_timestep"]),
+            c.embed_dim, c.num_layers, c.num_heads, c.dropout).to(self.device)
+        self.nets = self.model
+        opt = torch.optim.AdamW(weight_decay_groups(self.model, c.weight_decay),
+                                lr=c.learning_rate)
+        warm = max(c.warmup_steps, 1)
+        self.optimizers = {"model": opt}
+        self.schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: min((step + 1) / warm, 1.0))}
+
+    def make_sampler(self, dataset: EpisodeDataset, seed: int) -> SequenceSampler:
+        return SequenceSampler(dataset, self.config.batch_size, self.config.context,
+                               self.resolved["return_scale"], seed, self.device)
+
+    def prepare(self, batch: SequenceBatch) -> tuple[torch.Tensor, ...]:
+        """Model inputs from a raw batch: normalized states and [-1, 1] actions, re-zeroed on
+        padding exactly as the policy pads; timesteps clamped to the embedding."""
+        m = batch.mask
+        states = self.normalize_obs(batch.states) * m[..., None]  # (B, K, D)
+        actions = batch.actions if self.spaces.discrete else (
+            self.actions.to_unit(batch.actions) * m[..., None])
+        timesteps = batch.timesteps.clamp(max=int(self.resolved["max_timestep"]) - 1)
+        return states, actions, batch.returns_to_go, timesteps, m
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        self.model.train()
+        states, actions, rtg, timesteps, m = self.prepare(batch)
+        pred = self.model(states, actions, rtg, timesteps, m)  # (B, K, A) or (B, K, n)
+        if self.spaces.discrete:
+            loss = F.cross_entropy(pred[m], actions[m])
+        else:
+            loss = (pred - actions).pow(2).mean(-1)[m].mean()
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        lr = opt.param_groups[0]["lr"]
+        opt.step()
+        self.schedulers["model"].step()
+        self.num_updates += 1
+        return self.metrics({"loss": loss, "grad_norm": grad_norm, "lr": lr})
+
+    def make_policy(self, num_envs: int) -> DTPolicy:
+        return DTPolicy(self, num_envs)
+
+
+class DTPolicy:
+    """Serves N envs with preallocated (N, K, .) left-padded context buffers.
+
+    `reset` clears the masked rows and sets their raw return-to-go to the target. `act`
+    subtracts each row's last raw reward (except on its first step), shifts the window left
+    by one, writes the new state, predicts from the state token at position K-1 and writes
+    the chosen action back into the buffer. The buffers are public for inspection/tests.
+    """
+
+    def __init__(self, algo: DT, num_envs: int) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.algo, self.num_envs = algo, num_envs
+        s, k, dev = algo.spaces, algo.config.context, algo.device
+        n = num_envs
+        self.states = torch.zeros(n, k, s.obs_dim, device=dev)  # normalized
+        self.actions = (torch.zeros(n, k, dtype=torch.int64, device=dev) if s.discrete
+                        else torch.zeros(n, k, s.act_dim, device=dev))  # [-1, 1] units
+        self.returns_to_go = torch.zeros(n, k, device=dev)  # scaled
+        self.timesteps = torch.zeros(n, k, dtype=torch.int64, device=dev)
+        self.mask = torch.zeros(n, k, dtype=torch.bool, device=dev)
+        self.raw_return_to_go = np.zeros(n, dtype=np.float64)  # unscaled, per env
+        self.t = np.zeros(n, dtype=np.int64)  # steps taken since the row's reset
+        self.reset(np.ones(n, dtype=bool))
+
+    @property
+    def _buffers(self) -> tuple[torch.Tensor, ...]:
+        return self.states, self.actions, self.returns_to_go, self.timesteps, self.mask
+
+    def reset(self, env_mask: np.ndarray, target_return: float | None = None) -> None:
+        m = check_env_mask(env_mask, self.num_envs)
+        target = self.algo.resolved["target_return"] if target_return is None else target_return
+        rows = torch.as_tensor(m, device=self.algo.device)
+        for buf in self._buffers:
+            buf[rows] = 0
+        self.raw_return_to_go[m] = float(target)
+        self.t[m] = 0
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, last_reward: np.ndarray) -> np.ndarray:
+        algo = self.algo
+        check_policy_inputs(obs, last_reward, self.num_envs, algo.spaces.obs_shape)
+        started = self.t > 0  # a row's first step after reset has no previous reward
+        self.raw_return_to_go[started] -= np.asarray(last_reward, np.float64)[started]
+        for buf in self._buffers:  # newest step moves to K-1; same-size copy, no growth
+            buf.copy_(buf.roll(-1, dims=1))
+        dev = algo.device
+        x = torch.as_tensor(np.asarray(obs, np.float32), device=dev)
+        self.states[:, -1] = algo.normalize_obs(x)
+        self.actions[:, -1] = 0  # placeholder: the state token at K-1 cannot see it
+        self.returns_to_go[:, -1] = torch.as_tensor(
+            self.raw_return_to_go / algo.resolved["return_scale"], dtype=torch.float32,
+            device=dev)
+        max_t = int(algo.resolved["max_timestep"]) - 1
+        self.timesteps[:, -1] = torch.as_tensor(np.minimum(self.t, max_t), device=dev)
+        self.mask[:, -1] = True
+        model = algo.model
+        was_training = model.training
+        model.eval()
+        try:
+            pred = model(self.states, self.actions, self.returns_to_go, self.timesteps,
+                         self.mask)[:, -1]  # (N, A) or (N, n)
+        finally:
+            model.train(was_training)
+        self.t += 1
+        if algo.spaces.discrete:
+            action = pred.argmax(dim=-1)  # (N,)
+            self.actions[:, -1] = action
+            return action.cpu().numpy().astype(np.int64)
+        self.actions[:, -1] = pred
+        return algo.actions.to_env(pred)

@@ -1,0 +1,200 @@
+"""Shared network blocks: MLPs, fused critic ensembles, a causal transformer block, and the
+small helpers every algorithm needs (soft target updates, weight-decay parameter groups).
+
+No training logic lives here. Shape letters: B batch, E ensemble members, L tokens, H heads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def mlp(
+    in_dim: int, hidden: Sequence[int], out_dim: int,
+    activation: type[nn.Module] = nn.ReLU, dropout: float = 0.0,
+) -> nn.Sequential:
+    """Linear -> activation (-> dropout) per hidden layer, then a linear output layer."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), activation()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers evaluated with one batched matmul.
+
+    Input (E, B, in) or (B, in) shared by all members; output (E, B, out). Each member is
+    initialized like `nn.Linear` (uniform in +-1/sqrt(in) for weight and bias).
+    """
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.ensemble_size = ensemble_size
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:  # shared input: matmul broadcasts (B, in) against (E, in, out)
+            return torch.matmul(x, self.weight) + self.bias
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, ensemble_size={self.ensemble_size}"
+
+
+class CriticEnsemble(nn.Module):
+    """E Q-networks Q_e(s, a) as one MLP of `EnsembleLinear` layers (one kernel per layer for
+    all critics instead of E separate forward passes)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int],
+                 ensemble_size: int = 2) -> None:
+        super().__init__()
+        dims = [obs_dim + act_dim, *hidden, 1]
+        self.layers = nn.ModuleList(
+            EnsembleLinear(i, o, ensemble_size) for i, o in zip(dims[:-1], dims[1:], strict=True)
+        )
+        self.ensemble_size = ensemble_size
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """obs (B, obs_dim), actions (B, act_dim) -> Q values (E, B)."""
+        x = torch.cat([obs, actions], dim=-1)  # (B, obs+act)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)  # (E, B, out)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x.squeeze(-1)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging: target <- (1 - tau) * target + tau * source (one fused foreach op)."""
+    t = list(target.parameters())
+    s = list(source.parameters())
+    if len(t) != len(s):
+        raise ValueError(f"soft_update: target has {len(t)} parameters, source {len(s)}")
+    torch._foreach_lerp_(t, s, tau)
+
+
+def weight_decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: decay on weight matrices of linear layers only; biases,
+    LayerNorm gains and embeddings are not decayed (minGPT's rule)."""
+    decay, no_decay = [], []
+    for mod in module.modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(mod, nn.Linear | EnsembleLinear) and pname == "weight":
+                decay.append(p)
+            else:
+                no_decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def gpt_init(module: nn.Module, num_layers: int) -> None:
+    """GPT-2 initialization: N(0, 0.02) for linear and embedding weights, zero biases, unit
+    LayerNorm, and residual output projections scaled by 1/sqrt(2 * num_layers)."""
+    for name, mod in module.named_modules():
+        if isinstance(mod, nn.Linear):
+            std = 0.02 / math.sqrt(2 * num_layers) if name.endswith("out_proj") else 0.02
+            nn.init.normal_(mod.weight, 0.0, std)
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+        elif isinstance(mod, nn.Embedding):
+            nn.init.normal_(mod.weight, 0.0, 0.02)
+        elif isinstance(mod, nn.LayerNorm):
+            nn.init.ones_(mod.weight)
+            nn.init.zeros_(mod.bias)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention; `attn_mask` (B, 1, L, L) bool, True = may attend.
+
+    The fast path is `scaled_dot_product_attention`. `return_attention=True` takes a plain
+    softmax path that also returns the weights (B, H, L, L), for inspection only: it costs
+    nothing when off.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.attn_dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, length, d = x.shape
+        h = self.num_heads
+        q, k, v = self.qkv(x).view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4)  # (B,H,L,hd)
+        p = self.attn_dropout if self.training else 0.0
+        weights = None
+        if not return_attention:
+            if attn_mask is None:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        else:
+            if attn_mask is None:
+                attn_mask = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // h)  # (B, H, L, L)
+            weights = scores.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
+            y = F.dropout(weights, p, self.training) @ v
+        y = y.transpose(1, 2).reshape(b, length, d)
+        return self.resid_dropout(self.out_proj(y)), weights
+
+
+class FeedForward(nn.Module):
+    """The transformer's position-wise MLP: Linear(d, 4d) -> GELU -> Linear(4d, d) -> dropout."""
+
+    def __init__(self, embed_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(embed_dim, 4 * embed_dim)
+        self.out_proj = nn.Linear(4 * embed_dim, embed_dim)  # residual branch: see gpt_init
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.out_proj(F.gelu(self.fc(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm GPT-2 block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(embed_dim)
+        self.attn = CausalSelfAttention(embed_dim, num_heads, dropout)
+        self.ln2 = nn.LayerNorm(embed_dim)
+        self.mlp = FeedForward(embed_dim, dropout)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.ln1(x), attn_mask, return_attention)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), weights
