@@ -149,7 +149,7 @@ def env(argv: Sequence[str], prog: str) -> int:
             policy, target, payload = load_checkpoint_policy(args.policy, args.num_envs,
                                                              args.device)
             policy_name = str(payload["algo"]).split(":")[-1].lower()
-            trained_on = (payload.get("dataset") or {}).get("env_id")
+            trained_on = payload.get("env_id")
             if trained_on and trained_on != args.env_id:
                 print(f"note: the checkpoint was trained for {trained_on}, recording "
                       f"{args.env_id}", file=sys.stderr)
