@@ -42,7 +42,7 @@ episode are functions of the state. `obs_mode="grid"` gives a (5, H, W) float32 
 planes agent, key (while it lies in room 1), door (room 3), has_key (a constant plane) and
 episode progress (elapsed / max steps, a constant plane; it also fixes the phase).
 `observe_key=False` zeroes the has_key feature/plane: the task then needs memory (the
-pickup, up to 60 steps back, is visible only in the history), a harder variant.
+pickup, at least 41 steps before the door, is visible only in the history), a harder variant.
 
 Termination: the door ends the episode (`terminated=True`). The end of phase 3 is also
 reported as `terminated=True`, not as a time-limit truncation: time is part of the
