@@ -122,6 +122,11 @@ def write_minari(
 
     if not episodes:
         raise DatasetError(f"{dataset_id}: no episodes to write")
+    if (ref_min_score is None) != (ref_max_score is None):
+        # Given one alone, Minari estimates the other from 100 unseeded random rollouts:
+        # the dataset would differ from run to run.
+        raise DatasetError(f"{dataset_id}: pass both ref_min_score and ref_max_score or "
+                           f"neither (got {ref_min_score}, {ref_max_score})")
     root = Path(root) if root is not None else Path(minari.storage.get_dataset_path()).resolve()
     target = root / dataset_id
     if target.exists() and not force:

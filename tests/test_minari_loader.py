@@ -90,3 +90,9 @@ def test_corrupt_minari_metadata(minari_root):
     (path / "data" / "metadata.json").write_text(json.dumps({"nonsense": 1})[:5])
     with pytest.raises(DatasetError, match="cannot open as a Minari dataset"):
         load_dataset(path)
+
+
+def test_write_needs_both_reference_scores_or_neither(minari_root):
+    with pytest.raises(DatasetError, match="both ref_min_score and ref_max_score"):
+        write_minari("test/half-v0", cartpole_episodes(1, 3), env_id="CartPole-v1",
+                     root=minari_root, ref_max_score=500.0)
