@@ -109,3 +109,15 @@ def test_random_recipe(tmp_path, policy_dir):
     ds = load_dataset(recipes.make_recipe("hopper", "random", episodes=2, seed=0,
                                           root=tmp_path, progress=False))
     assert ds.num_episodes == 2 and (np.abs(ds.actions) <= 1).all()
+
+
+def test_cli_collect_mujoco(tmp_path, capsys, policy_dir):
+    from offrl.cli import main
+
+    assert main(["collect", "mujoco", "--env", "hopper", "--level", "random", "--episodes", "2",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "episodes 2" in capsys.readouterr().out
+    assert main(["collect", "mujoco", "--level", "expert", "--out", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["collect", "mujoco", "--help"])
+    assert exc.value.code == 0

@@ -1,4 +1,4 @@
-"""`offrl collect keytodoor` and `offrl collect env`: record episodes into Minari datasets."""
+"""`offrl collect keytodoor|env|mujoco`: record episodes into Minari datasets."""
 
 from __future__ import annotations
 
@@ -171,4 +171,45 @@ def env(argv: Sequence[str], prog: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _summary(path, dataset_id, root, episodes, tally)
+    return 0
+
+
+@dataclass
+class MujocoArgs:
+    """Regenerate a D4RL-style MuJoCo dataset (offrl-mujoco/<env>/<level>-v0) offline from the
+    behaviour policies shipped in envs/policies/, deterministically from the seed."""
+
+    env: Literal["hopper", "halfcheetah", "walker2d"] = "hopper"
+    """MuJoCo env (Gymnasium v5)."""
+    level: Literal["random", "medium", "medium-replay", "expert", "medium-expert"] = "medium"
+    """D4RL level; medium-expert holds `episodes` of each policy, medium-replay is the
+    learner's shipped buffer (ignores `episodes`)."""
+    episodes: int = 1000
+    """Episodes per policy."""
+    seed: int = 0
+    """Seed: the same seed gives the same dataset."""
+    envs: int = 10
+    """Envs stepped in lockstep (one batched policy call per step)."""
+    out: Path | None = None
+    """Minari datasets root (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
+    force: bool = False
+    """Overwrite an existing dataset with the same id."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def mujoco(argv: Sequence[str], prog: str) -> int:
+    args = parse(MujocoArgs, argv, prog)
+    from offrl.datasets import load_dataset
+    from offrl.datasets.recipes import make_recipe, recipe_dataset_id
+
+    try:
+        root = dataset_root(args.out)
+        path = make_recipe(args.env, args.level, args.episodes, args.seed, root=root,
+                           force=args.force, num_envs=args.envs, progress=args.progress)
+        episodes = list(load_dataset(path).episodes())
+    except ValueError as exc:  # DatasetError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _summary(path, recipe_dataset_id(args.env, args.level), root, episodes, _Tally())
     return 0
