@@ -56,8 +56,10 @@ class BCConfig:
 class PercentBCConfig(BCConfig):
     """%BC: behavior cloning on the top `top_fraction` of episodes by return (Chen et al.
     2021, https://arxiv.org/abs/2106.01345, Section 5.3): separates "imitate the good part of
-    the data" from return conditioning. Same network and optimizer as BC. The observation
-    normalizer is fitted on the kept episodes (the data the policy imitates)."""
+    the data" from return conditioning. Same network and optimizer as BC.
+
+    Deviations: those of `BCConfig`; in addition the observation normalizer is fitted on the
+    kept episodes (the data the policy imitates; the paper does not say which it used)."""
 
     top_fraction: float = 0.1
     """Fraction of episodes kept, ranked by return (at least one episode)."""
