@@ -108,6 +108,32 @@ def cartpole_dataset(num_episodes: int, epsilon: float, seed: int) -> EpisodeDat
     return ds
 
 
+def cartpole_failing_dataset(num_episodes: int, seed: int) -> EpisodeDataset:
+    """CartPole episodes of graded quality: the expert (10% random actions) until a random
+    step in [30, 600), then always pushing right until the pole falls; returns spread from
+    ~70 to 500, so a return-conditioned policy can be asked for any of them."""
+    rng = np.random.default_rng(seed)
+    env = gym.make("CartPole-v1")
+    episodes: list[Episode] = []
+    for i in range(num_episodes):
+        fail_at, t = int(rng.integers(30, 600)), [0]
+
+        def controller(obs: np.ndarray, fail_at: int = fail_at, t: list[int] = t) -> int:
+            t[0] += 1
+            if t[0] > fail_at:
+                return 1
+            if rng.random() < 0.1:
+                return int(rng.integers(2))
+            return int(cartpole_expert(obs[None])[0])
+
+        episodes += collect(env, controller, 1, seed + i)
+    env.close()
+    ds = EpisodeDataset.from_episodes(episodes, observation_space=env.observation_space,
+                                      action_space=env.action_space)
+    ds.meta.env_id, ds.meta.name = "CartPole-v1", "cartpole-graded-test"
+    return ds
+
+
 def rollout(policy, make_env: Callable[[], gym.Env], num_envs: int, num_episodes: int,
             seed: int, target_return: float | None = None) -> np.ndarray:
     """The returns of `num_episodes` episodes of `policy` on `num_envs` envs in lockstep.
@@ -186,3 +212,16 @@ def tiny_config(name: str, **overrides):
         "pbc": dict(batch_size=16, hidden=(16, 16), learning_rate=1e-3, top_fraction=0.5),
     }[name]
     return ALGORITHMS[name].Config(**{**base, **overrides})
+
+
+class ControllerPolicy:
+    """Wraps a per-batch controller (N, *obs) -> (N,) actions as a stateless `Policy`."""
+
+    def __init__(self, controller: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.controller = controller
+
+    def reset(self, env_mask: np.ndarray, target_return: float | None = None) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, last_reward: np.ndarray) -> np.ndarray:
+        return self.controller(obs)
