@@ -241,6 +241,12 @@ class OfflineAlgorithm:
         if state.get("algorithm") != self.name:
             raise ValueError(f"checkpoint holds algorithm {state.get('algorithm')!r}, "
                              f"not {self.name!r}")
+        saved = config_from_dict(self.Config, state["config"])
+        if saved != self.config:
+            diff = sorted(f.name for f in dataclasses.fields(saved)
+                          if getattr(saved, f.name) != getattr(self.config, f.name))
+            raise ValueError(f"checkpoint config differs from this {type(self).__name__}'s in "
+                             f"{diff}; rebuild with from_state_dict or the saved config")
         for key, mine in (("spaces", self.spaces.to_dict()), ("resolved", self.resolved)):
             if state[key] != mine:
                 raise ValueError(f"checkpoint {key} {state[key]} do not match this "

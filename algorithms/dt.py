@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,14 +33,15 @@ class DTConfig:
     scaled to the action bounds, MSE over real (unpadded) steps. Discrete actions: logits and
     cross-entropy. Defaults are the paper's MuJoCo setup (K=20, 128-dim, 3 layers, 1 head,
     dropout 0.1, AdamW 1e-4 with weight decay 1e-4, 10k-step linear warm-up, grad-norm clip
-    0.25, batch 64). Windows are left-padded (see `offrl.types`), at training and acting time.
+    0.25, batch 64); like the reference gym code the transformer MLPs use ReLU (GPT-2's GELU
+    is an option). Windows are left-padded (see `offrl.types`), in training and when acting.
 
     Deviations from the reference code (github.com/kzl/decision-transformer), and why:
-    - padded tokens are masked out as attention keys (every token may still attend to itself
-      so fully padded rows stay finite); the reference masks them through GPT-2's attention
-      mask as well, but pads on the left without re-zeroing normalized padding states: here
-      padding states and actions are exactly zero after normalization, in training and in the
-      policy, so both see identical inputs;
+    - padding values: the reference pads training windows with states of -mean/std and
+      actions of -10 but acting windows with zeros (harmless there, since both mask padded
+      keys); here training and acting both pad with exact zeros after normalization, so the
+      model sees identical inputs in both. Padded keys are masked as in the reference; each
+      token may still attend to itself so that fully padded query rows stay finite;
     - weight decay applies to linear weight matrices only (the gym reference decays every
       parameter; the Atari reference, like minGPT, decays only weights): embeddings, biases
       and LayerNorms are not decayed;
@@ -67,6 +69,8 @@ class DTConfig:
     """Linear learning-rate warm-up from lr/warmup_steps to lr over this many updates."""
     grad_clip: float = 0.25
     """Gradient-norm clipping threshold."""
+    activation: Literal["relu", "gelu"] = "relu"
+    """Activation of the transformer MLPs (the reference gym code's default is relu)."""
     return_scale: float | None = None
     """Returns-to-go are divided by this. None = the env facts table's value, else 1000 for
     MuJoCo envs, else the largest absolute episode return in the dataset."""
@@ -96,6 +100,7 @@ class DecisionTransformer(nn.Module):
     def __init__(
         self, obs_dim: int, act_dim: int, discrete: bool, context: int, max_timestep: int,
         embed_dim: int, num_layers: int, num_heads: int, dropout: float,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         h = embed_dim
@@ -107,7 +112,7 @@ class DecisionTransformer(nn.Module):
         self.embed_ln = nn.LayerNorm(h)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(h, num_heads, dropout) for _ in range(num_layers))
+            TransformerBlock(h, num_heads, dropout, activation) for _ in range(num_layers))
         self.ln_f = nn.LayerNorm(h)
         self.action_head = nn.Linear(h, act_dim)
         # As in the reference, only the GPT part gets GPT-2 init; embeddings keep torch's.
@@ -198,7 +203,7 @@ class DT(OfflineAlgorithm):
         c, s = self.config, self.spaces
         self.model = DecisionTransformer(
             s.obs_dim, s.act_dim, s.discrete, c.context, int(self.resolved["max_timestep"]),
-            c.embed_dim, c.num_layers, c.num_heads, c.dropout).to(self.device)
+            c.embed_dim, c.num_layers, c.num_heads, c.dropout, c.activation).to(self.device)
         self.nets = self.model
         opt = torch.optim.AdamW(weight_decay_groups(self.model, c.weight_decay),
                                 lr=c.learning_rate)

@@ -168,28 +168,36 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.out_proj(y)), weights
 
 
-class FeedForward(nn.Module):
-    """The transformer's position-wise MLP: Linear(d, 4d) -> GELU -> Linear(4d, d) -> dropout."""
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
-    def __init__(self, embed_dim: int, dropout: float) -> None:
+
+class FeedForward(nn.Module):
+    """The transformer's position-wise MLP: Linear(d, 4d) -> activation -> Linear(4d, d) ->
+    dropout; `activation` is "relu" or "gelu"."""
+
+    def __init__(self, embed_dim: int, dropout: float, activation: str = "gelu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.fc = nn.Linear(embed_dim, 4 * embed_dim)
         self.out_proj = nn.Linear(4 * embed_dim, embed_dim)  # residual branch: see gpt_init
         self.dropout = nn.Dropout(dropout)
+        self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.out_proj(F.gelu(self.fc(x))))
+        return self.dropout(self.out_proj(self.activation(self.fc(x))))
 
 
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm GPT-2 block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float,
+                 activation: str = "gelu") -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(embed_dim)
         self.attn = CausalSelfAttention(embed_dim, num_heads, dropout)
         self.ln2 = nn.LayerNorm(embed_dim)
-        self.mlp = FeedForward(embed_dim, dropout)
+        self.mlp = FeedForward(embed_dim, dropout, activation)
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,

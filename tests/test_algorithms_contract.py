@@ -222,6 +222,9 @@ def test_load_state_dict_rejects_another_algorithm_or_space():
     bc_discrete, _ = build("bc", "discrete")
     with pytest.raises(ValueError, match="spaces"):
         bc.load_state_dict(bc_discrete.state_dict())
+    bc_wide, _ = build("bc", "continuous", hidden=(8,), learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"\['hidden', 'learning_rate'\]"):
+        bc.load_state_dict(bc_wide.state_dict())
 
 
 # ---- policies ---------------------------------------------------------------------------
