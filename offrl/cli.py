@@ -14,8 +14,11 @@ from typing import Any
 COMMANDS: dict[tuple[str, ...], str] = {
     ("datasets", "info"): "offrl.commands.datasets:info",
     ("datasets", "list"): "offrl.commands.datasets:list_",
+    ("train",): "offrl.commands.train:main",
+    ("eval",): "offrl.commands.eval:main",
     ("collect", "keytodoor"): "offrl.commands.collect:keytodoor",
     ("collect", "env"): "offrl.commands.collect:env",
+    ("collect", "mujoco"): "offrl.commands.collect:mujoco",
 }
 
 

@@ -15,7 +15,9 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
+
+import tyro
 
 C = TypeVar("C")
 
@@ -30,15 +32,16 @@ class ConfigError(ValueError):
 class RunConfig(Generic[C]):
     """Train one offline RL algorithm on one dataset, evaluating it in its gymnasium env."""
 
-    algo: str = "bc"
-    """Algorithm: dt | cql | bc | pbc (or module:Class for an algorithm outside offrl)."""
+    algo: str = ""
+    """Algorithm: dt | cql | bc | pbc (or module:Class for an algorithm outside offrl).
+    `offrl train --algo X --help` lists X's hyperparameters."""
     dataset: str = ""
     """Dataset source: minari:<id> | d4rl:<name> | path (.hdf5, .pkl, .npz, Minari directory)."""
-    env_id: str | None = None
+    env_id: Annotated[str | None, tyro.conf.arg(aliases=("--env",))] = None
     """Gymnasium id of the evaluation env; None takes it from the dataset metadata."""
     seed: int = 0
     """Seed for network init, batch sampling and (offset) evaluation episodes."""
-    total_steps: int = 100_000
+    total_steps: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 100_000
     """Number of gradient steps."""
     log_every: int = 1000
     """Write train/* and time/* scalars (averaged over the interval) every this many steps."""
@@ -62,6 +65,9 @@ class RunConfig(Generic[C]):
     """Keep the newest this many periodic checkpoints (plus best.pt, the best evaluation)."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:<i>; auto picks cuda when available."""
+    num_threads: int = 0
+    """Torch CPU threads (torch.set_num_threads); 0 keeps torch's default. Small networks
+    often train faster on 1 thread, and runs sharing a machine should split its cores."""
     runs_root: str = "runs"
     """Runs go to <runs_root>/<dataset>/<algo>/<seed>-<time>/ unless run_dir is given."""
     run_dir: str | None = None
@@ -81,6 +87,8 @@ class RunConfig(Generic[C]):
         for name in ("eval_every", "num_eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_threads < 0:
+            problems.append(f"num_threads must be >= 0, got {self.num_threads}")
         if self.keep_checkpoints < 1:
             problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -95,6 +103,8 @@ class RunConfig(Generic[C]):
 
 def resolve_algorithm(name: str) -> type:
     """The algorithm class for a registered name or a `module:Class` path."""
+    if not name:
+        raise ConfigError(f"no algo given; expected {ALGO_HELP}")
     if ":" in name:
         module, _, attr = name.partition(":")
         try:

@@ -260,13 +260,14 @@ def evaluate_checkpoint(
     path: str | Path, *, num_episodes: int | None = None,
     target_returns: Sequence[float] | None = None, num_envs: int | None = None,
     seed: int | None = None, env_id: str | None = None, device: str = "cpu",
-    async_envs: bool = False,
+    async_envs: bool = False, video: str | Path | None = None,
 ) -> tuple[list[EvalResult], dict[str, Any]]:
     """Evaluate a checkpoint (file or run folder) from the checkpoint alone.
 
     Defaults come from the run: its env, episode count, target returns and evaluation seeds
     (so the numbers match the run's own last evaluation for a deterministic policy).
-    Returns the results and the checkpoint's metadata (step, algo, env, run config)."""
+    `video`: also render the first episode (first target) to this file.
+    Returns the results and the checkpoint's metadata (step, algo, env, dataset)."""
     from offrl.checkpoint import load_checkpoint, resolve_checkpoint, restore_algorithm
     from offrl.config import from_dict
     from offrl.trainer import is_return_conditioned
@@ -285,10 +286,15 @@ def evaluate_checkpoint(
         targets = tuple(target_returns or payload.get("eval_targets") or (None,))
     n = min(num_envs or config.num_eval_envs, episodes)
     ref = payload.get("ref_scores") if env == payload.get("env_id") else reference_scores(env)
+    seed = config.resolved_eval_seed if seed is None else seed
     with Evaluator(env, n, async_envs=async_envs,
                    ref_scores=tuple(ref) if ref is not None else None) as ev:
         results = ev.evaluate(algorithm.make_policy(n), episodes, target_returns=targets,
-                              seed=config.resolved_eval_seed if seed is None else seed)
+                              seed=seed)
     meta = {"checkpoint": str(ckpt), "step": payload["step"], "algo": payload["algo"],
-            "env_id": env, "dataset": payload.get("dataset", {}).get("name")}
+            "env_id": env, "dataset": payload.get("dataset", {}).get("name"), "video": None}
+    if video is not None:
+        written = record_video(algorithm.make_policy, env, video, seed=seed,
+                               target_return=targets[0])
+        meta["video"] = str(written) if written else None
     return results, meta

@@ -55,8 +55,8 @@ from offrl.logging import JsonlLogger, Logger, MultiLogger, TensorBoardLogger
 # learned. Everything else must match the checkpoint's config.
 RESUMABLE_CHANGES = frozenset({
     "total_steps", "log_every", "eval_every", "num_eval_episodes", "num_eval_envs", "async_envs",
-    "target_returns", "eval_seed", "checkpoint_every", "keep_checkpoints", "device", "download",
-    "runs_root", "run_dir",
+    "target_returns", "eval_seed", "checkpoint_every", "keep_checkpoints", "device", "num_threads",
+    "download", "runs_root", "run_dir",
 })
 
 
@@ -113,6 +113,9 @@ def default_targets(algo_cls: type, config: RunConfig, env_id: str | None,
         return (None,)
     if config.target_returns:
         return tuple(float(t) for t in config.target_returns)
+    own = getattr(config.algo_config, "target_return", None)  # e.g. DTConfig.target_return
+    if own is not None:
+        return (float(own),)
     from offrl.envs.facts import find_env_facts
 
     facts = find_env_facts(env_id)
@@ -206,6 +209,8 @@ class Trainer:
         self.config = config
         self.algo_cls = resolve_algorithm(config.algo)
         self.device = resolve_device(config.device)
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
         if payload is None:
             seed_everything(config.seed)
 

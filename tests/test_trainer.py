@@ -29,7 +29,13 @@ from offrl.config import ConfigError, RunConfig, from_dict, load_yaml
 from offrl.evaluator import EvalResult, evaluate_checkpoint
 from offrl.logging import read_jsonl
 from offrl.trainer import NonFiniteMetricError, Trainer, train
-from tests.trainer_helpers import LINEAR_BC, LinearBCConfig, parameters, write_cartpole_pickle
+from tests.trainer_helpers import (  # noqa: F401  (restore_torch_threads: autouse fixture)
+    LINEAR_BC,
+    LinearBCConfig,
+    parameters,
+    restore_torch_threads,
+    write_cartpole_pickle,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +49,7 @@ def make_config(dataset: Path, run_dir: Path, **kw) -> RunConfig:
     base = dict(algo=LINEAR_BC, dataset=str(dataset), env_id="CartPole-v1", seed=3,
                 total_steps=50, log_every=10, eval_every=25, num_eval_episodes=2,
                 num_eval_envs=2, checkpoint_every=20, keep_checkpoints=2, device="cpu",
-                run_dir=str(run_dir))
+                num_threads=1, run_dir=str(run_dir))  # tiny nets: threads only add overhead
     base.update(kw)
     return RunConfig(**base)
 

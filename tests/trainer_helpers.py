@@ -19,10 +19,20 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from offrl.datasets import EpisodeDataset, Normalizer, TransitionSampler
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Runs with `num_threads` set torch's global thread count: undo it after each test.
+    (Import this fixture into a test module to activate it there.)"""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
 
 # ---- a tiny real algorithm -----------------------------------------------------------------
 
