@@ -38,6 +38,9 @@ class CQLConfig:
       (the same distribution, one actor pass instead of N);
     - no behavior-cloning warm-up of the actor (`policy_eval_start`), no max-Q backup and no
       learned log-std multiplier: the paper's MuJoCo results do not need them;
+    - Lagrange variant: the learned weight starts at `cql_alpha` and the threshold applies to
+      the unweighted gap, as in CORL (the authors' code multiplies a multiplier starting at 1
+      by the fixed weight and compares the weighted gap with the threshold);
     - the discrete variant uses a plain DQN head (the paper's Atari runs used QR-DQN) with an
       MSE TD loss and Polyak target updates (tau) instead of periodic hard copies, so both
       variants share one set of target-network knobs.
@@ -71,7 +74,7 @@ class CQLConfig:
     num_sampled_actions: int = 10
     """Actions sampled per state from each proposal (uniform, pi(.|s), pi(.|s'))."""
     cql_temperature: float = 1.0
-    """Temperature of the logsumexp in the CQL term."""
+    """Temperature of the logsumexp in the CQL term (Box actions)."""
     lagrange: bool = False
     """Learn the CQL weight by dual gradient descent to hold the gap at `target_action_gap`."""
     target_action_gap: float = 10.0

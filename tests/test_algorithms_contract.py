@@ -291,3 +291,19 @@ def test_normalizer_and_spaces_are_saved_as_plain_data():
                                rtol=1e-5)
     discrete, _ = build("bc", "discrete")
     assert discrete.state_dict()["spaces"]["action"] == {"type": "discrete", "n": 3}
+
+
+def test_cql_lagrange_variant_learns_its_weight_and_checkpoints_it():
+    algo, ds = build("cql", "continuous", lagrange=True, target_action_gap=1.0,
+                     backup_entropy=True, cql_alpha_lr=1e-2)
+    sampler = algo.make_sampler(ds, seed=0)
+    start = algo.scalars["log_cql_alpha"].item()
+    metrics = [algo.update(sampler.sample()) for _ in range(5)]
+    assert all(math.isfinite(m["cql_alpha"]) for m in metrics)
+    assert metrics[0]["cql_alpha"] == pytest.approx(5.0)
+    # The gap of an untrained critic is above the 1.0 threshold: the weight must grow.
+    assert metrics[0]["cql_gap"] > 1.0 and algo.scalars["log_cql_alpha"].item() > start
+    state = algo.state_dict()
+    assert "cql_alpha" in state["optimizers"]
+    restored = ALGORITHMS["cql"].from_state_dict(state)
+    assert restored.scalars["log_cql_alpha"].item() == algo.scalars["log_cql_alpha"].item()
