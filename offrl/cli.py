@@ -16,6 +16,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("datasets", "list"): "offrl.commands.datasets:list_",
     ("train",): "offrl.commands.train:main",
     ("eval",): "offrl.commands.eval:main",
+    ("inspect",): "offrl.commands.inspect:main",
     ("collect", "keytodoor"): "offrl.commands.collect:keytodoor",
     ("collect", "env"): "offrl.commands.collect:env",
     ("collect", "mujoco"): "offrl.commands.collect:mujoco",
