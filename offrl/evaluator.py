@@ -17,6 +17,7 @@ when it ends, but its rows are masked out of every statistic.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,7 +229,9 @@ def record_video(
     from offrl.envs.make import make_env
 
     try:
-        env = make_env(env_id, render_mode="rgb_array")
+        with warnings.catch_warnings():  # gymnasium warns before the env itself refuses
+            warnings.simplefilter("ignore", UserWarning)
+            env = make_env(env_id, render_mode="rgb_array")
     except Exception as exc:  # rendering backends fail in many ways
         print(f"video skipped: cannot make {env_id} with render_mode='rgb_array' ({exc})")
         return None
@@ -247,9 +250,13 @@ def record_video(
         frames.append(env.render())
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimsave(path, frames, fps=fps)
+        # GIF (pillow) takes a frame duration in ms, video writers (ffmpeg) a frame rate.
+        timing = {"duration": 1000 / fps} if path.suffix.lower() == ".gif" else {"fps": fps}
+        imageio.mimsave(path, frames, **timing)
     except Exception as exc:  # a missing GL context or ffmpeg surfaces only here
-        print(f"video skipped: rendering or writing failed ({type(exc).__name__}: {exc})")
+        hint = (" (MuJoCo without a display: set MUJOCO_GL=egl or MUJOCO_GL=osmesa)"
+                if "GL" in f"{type(exc).__name__}{exc}" else "")
+        print(f"video skipped: rendering or writing failed ({type(exc).__name__}: {exc}){hint}")
         return None
     finally:
         env.close()

@@ -6,8 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offrl.evaluator import EvalResult, Evaluator, primary_score, reference_scores, summarize
-from tests.trainer_helpers import RecordingPolicy, ScriptedEnv, scripted_length
+from offrl.evaluator import (
+    EvalResult,
+    Evaluator,
+    primary_score,
+    record_video,
+    reference_scores,
+    summarize,
+)
+from tests.trainer_helpers import (
+    SCRIPTED_RGB_ID,
+    RecordingPolicy,
+    ScriptedEnv,
+    scripted_length,
+)
 
 
 def run(num_envs: int, episodes: int, seed: int = 100, targets=(None,), async_envs=False,
@@ -133,3 +145,15 @@ def test_bad_arguments() -> None:
         Evaluator(ScriptedEnv, 0)
     with Evaluator(ScriptedEnv, 1) as ev, pytest.raises(ValueError, match="num_episodes"):
         ev.evaluate(RecordingPolicy(1), 0)
+
+
+def test_video_of_one_episode(tmp_path, capsys) -> None:
+    imageio = pytest.importorskip("imageio.v2")
+    path = record_video(RecordingPolicy, SCRIPTED_RGB_ID, tmp_path / "ep.gif", seed=5)
+    assert path == tmp_path / "ep.gif"
+    frames = imageio.mimread(path)
+    assert len(frames) == scripted_length(5) + 1  # the reset frame and one per step
+    # Key-to-Door renders text only: the video is skipped with a message, not an error.
+    assert record_video(RecordingPolicy, "offrl/KeyToDoor-v0", tmp_path / "k.gif") is None
+    assert "video skipped" in capsys.readouterr().out
+    assert not (tmp_path / "k.gif").exists()

@@ -4,6 +4,7 @@
   that honours the `offrl.algorithm.Algorithm` protocol, plus a NaN injection switch.
 - `ScriptedEnv`: episode length, rewards and success are functions of the reset seed, so
   evaluator bookkeeping (quotas, seeds, masks) can be checked exactly.
+- `ScriptedRGBEnv` (registered as `offrl_test/ScriptedRGB-v0`): the same, with rgb frames.
 - `RecordingPolicy`: logs every reset/act call it receives.
 - `write_cartpole_pickle`: a small CartPole dataset with real signal (a scripted controller
   with random action noise), in the trajectory-pickle format `load_dataset` reads.
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from offrl.datasets import EpisodeDataset, Normalizer, TransitionSampler
+
 
 @pytest.fixture(autouse=True)
 def restore_torch_threads():
@@ -225,6 +227,24 @@ class ScriptedEnv(gym.Env):
         info = {"success": bool(end and self.seed_ % 3 == 0)}
         term, trunc = end and self.seed_ % 2 == 0, end and self.seed_ % 2 == 1
         return self._obs(), float(self.t), term, trunc, info
+
+
+class ScriptedRGBEnv(ScriptedEnv):
+    """ScriptedEnv that renders (8, 8, 3) frames whose brightness is the step count."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__()
+        self.render_mode = render_mode
+
+    def render(self) -> np.ndarray:
+        return np.full((8, 8, 3), 10 * self.t, dtype=np.uint8)
+
+
+SCRIPTED_RGB_ID = "offrl_test/ScriptedRGB-v0"
+if SCRIPTED_RGB_ID not in gym.registry:
+    gym.register(SCRIPTED_RGB_ID, entry_point=ScriptedRGBEnv)
 
 
 class RecordingPolicy:
