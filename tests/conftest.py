@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# The test models are tiny: intra-op threads only add synchronization, and on a loaded
+# 2-core machine oversubscribed OpenMP threads made tests 10-20x slower. One thread also
+# keeps floating-point reductions identical between runs.
+torch.set_num_threads(1)
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
