@@ -174,6 +174,20 @@ def action_errors(algo: Any, dataset: EpisodeDataset, episodes: list[int],
     return out
 
 
+def error_by_return_to_go(err: np.ndarray, rtg: np.ndarray, bins: int = 5
+                          ) -> list[dict[str, float]]:
+    """Mean error per return-to-go range (distinct values when there are at most `bins`)."""
+    values = np.unique(rtg)
+    if len(values) <= bins:
+        groups = [(v, v, rtg == v) for v in values]
+    else:
+        edges = np.quantile(rtg, np.linspace(0, 1, bins + 1))
+        which = np.clip(np.searchsorted(edges, rtg, side="right") - 1, 0, bins - 1)
+        groups = [(edges[b], edges[b + 1], which == b) for b in range(bins)]
+    return [{"rtg_low": float(lo), "rtg_high": float(hi), "steps": int(m.sum()),
+             "error_mean": float(err[m].mean())} for lo, hi, m in groups if m.any()]
+
+
 def is_key_to_door(dataset: EpisodeDataset, env_id: str | None) -> bool:
     ids = (env_id or "") + " " + (dataset.meta.env_id or "")
     return "KeyToDoor" in ids and dataset.observations.shape[1:] == (7,)
@@ -212,11 +226,16 @@ def key_door_attention(algo: Any, dataset: EpisodeDataset, ep: int) -> dict[str,
     roll = step_attention(attention_rollout(att, np.repeat(win.mask, 3)))
     pos = int(np.flatnonzero(win.steps == key)[0])
     weight = float(roll[-1, pos])
+    # the state after the pick-up is the first one whose has_key feature is set
+    after = float(roll[-1, pos + 1])
     valid = int(win.mask.sum())
     rank = int((roll[-1, win.mask] > weight).sum()) + 1
-    row.update(covered=True, weight=weight, uniform=1.0 / valid, rank=rank, window_steps=valid,
-               status=f"rollout weight {weight:.3f} on the key step (uniform {1 / valid:.3f}, "
-                      f"rank {rank} of {valid} steps)")
+    rank_after = int((roll[-1, win.mask] > after).sum()) + 1
+    row.update(covered=True, weight=weight, weight_after=after, uniform=1.0 / valid, rank=rank,
+               rank_after=rank_after, window_steps=valid,
+               status=f"rollout weight {weight:.3f} on the pick-up step (rank {rank}) and "
+                      f"{after:.3f} on the next step, the first with the key (rank "
+                      f"{rank_after}); uniform share {1 / valid:.3f} over {valid} steps")
     return row
 
 
@@ -312,9 +331,18 @@ def inspect_checkpoint(
         if not rows:
             lines += ["No dataset episode both picks up the key and opens the door: nothing "
                       "to measure.", ""]
+        lines += ["Rollout weight of the door step's state token (it predicts the action that "
+                  "opens the door) on the key pick-up step, in successful dataset episodes "
+                  "(up to 10).", ""]
         for r in rows:
             lines.append(f"- episode {r['episode']}: key at step {r['key_step']}, door at "
                          f"step {r['door_step']}: {r['status']}")
+        seen = [r for r in rows if r.get("covered")]
+        if seen:
+            w = np.array([[r["weight"], r["weight_after"], r["uniform"]] for r in seen])
+            lines += ["", f"Mean over {len(seen)} episodes: {w[:, 0].mean():.4f} on the pick-up "
+                      f"step, {w[:, 1].mean():.4f} on the step after it, against a uniform "
+                      f"share of {w[:, 2].mean():.4f}."]
         if rows and not any(r.get("covered") for r in rows):
             lines += ["", f"The checkpoint's context K={c.context} is shorter than the "
                       "key-to-door gap, so the door action cannot see the key pick-up at "
@@ -351,11 +379,18 @@ def inspect_checkpoint(
     fig = plots.action_error(err_rows, dataset.discrete, out / "action_error.png")
     all_err = np.concatenate([e["error"] for e in err_rows])
     kind = "error rate" if dataset.discrete else "MSE ([-1, 1] action units)"
+    all_rtg = np.concatenate([e["return_to_go"] for e in err_rows])
+    bins = error_by_return_to_go(all_err, all_rtg)
     lines += ["## Action-prediction error on dataset episodes", "",
               f"Each dataset action predicted from the K-step window ending at its step, "
               f"conditioned on the dataset's own return-to-go; {len(err_rows)} episodes, "
-              f"{kind} overall {all_err.mean():.4g}.", "", f"![error]({fig.name})", ""]
+              f"{kind} overall {all_err.mean():.4g}.", "",
+              "| return-to-go | steps | mean error |", "|---|---|---|"]
+    lines += [f"| {b['rtg_low']:.4g} .. {b['rtg_high']:.4g} | {b['steps']} | "
+              f"{b['error_mean']:.4g} |" for b in bins]
+    lines += ["", f"![error]({fig.name})", ""]
     raw["action_error"] = err_rows
+    raw["action_error_by_rtg"] = bins
     write_json(out / "inspect.json", raw)
     report = out / "report.md"
     tmp = report.with_suffix(".md.tmp")

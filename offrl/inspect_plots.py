@@ -28,17 +28,20 @@ def attention_maps(maps: np.ndarray, labels: list[str], title: str, path: Path) 
     """One heatmap per layer (rows) and head (columns); rows query, columns key tokens."""
     plt = _plt()
     n_layers, n_heads, t, _ = maps.shape
-    size = max(3.0, 0.16 * t + 1.5)
+    size = min(12.0, max(3.0, 0.16 * t + 1.5))
     fig, axes = plt.subplots(n_layers, n_heads, figsize=(size * n_heads, size * n_layers),
                              squeeze=False)
-    font = max(3, min(8, int(300 / t)))
+    stride = -(-t // 60)  # at most ~60 readable tick labels per axis
+    ticks = list(range(0, t, stride))
+    names = [labels[i] for i in ticks]
+    font = max(4, min(8, int(300 / len(ticks))))
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer][head]
             im = ax.imshow(maps[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
             ax.set_title(f"layer {layer} head {head}", fontsize=9)
-            ax.set_xticks(range(t), labels, rotation=90, fontsize=font)
-            ax.set_yticks(range(t), labels, fontsize=font)
+            ax.set_xticks(ticks, names, rotation=90, fontsize=font)
+            ax.set_yticks(ticks, names, fontsize=font)
             ax.set_xlabel("key token", fontsize=8)
             ax.set_ylabel("query token", fontsize=8)
             fig.colorbar(im, ax=ax, fraction=0.046)
@@ -48,20 +51,25 @@ def attention_maps(maps: np.ndarray, labels: list[str], title: str, path: Path) 
 
 def step_rollout(matrix: np.ndarray, steps: np.ndarray, title: str, path: Path,
                  marks: dict[str, int] | None = None) -> Path:
-    """Heatmap: predicted action at step (rows) x attended step (columns), valid steps only."""
+    """Heatmap: predicted action at step (rows) x attended step (columns), valid steps only.
+    The colour scale stops at the largest off-diagonal weight: the residual identity makes
+    the diagonal dominate and would otherwise hide where the rest of the weight goes."""
     plt = _plt()
     keep = steps >= 0
     m, s = matrix[np.ix_(keep, keep)], steps[keep]
+    off = m[~np.eye(len(m), dtype=bool)]
+    vmax = float(off.max()) if off.size and off.max() > 0 else None
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(m, cmap="magma", vmin=0.0, extent=(s[0] - 0.5, s[-1] + 0.5, s[-1] + 0.5,
-                                                      s[0] - 0.5))
+    extent = (s[0] - 0.5, s[-1] + 0.5, s[-1] + 0.5, s[0] - 0.5)
+    im = ax.imshow(m, cmap="magma", vmin=0.0, vmax=vmax, extent=extent)
     for name, step in (marks or {}).items():
         ax.axvline(step, color="cyan", lw=0.8, ls="--")
         ax.text(step, s[0], name, color="cyan", fontsize=8, va="bottom")
     ax.set_xlabel("attended timestep (all three tokens)")
     ax.set_ylabel("timestep of the predicted action (state token)")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label="rollout weight")
+    fig.colorbar(im, ax=ax, label="rollout weight (diagonal clipped)" if vmax else
+                 "rollout weight")
     return _save(fig, path)
 
 

@@ -201,3 +201,16 @@ def test_inspect_end_to_end(keytodoor: Path, tmp_path: Path, capsys) -> None:
     code = main(["inspect", str(run), "--dataset", str(keytodoor), "--episodes", "999",
                  "--out", str(tmp_path / "bad")])
     assert code == 1 and "episode 999 out of range" in capsys.readouterr().err
+
+
+def test_error_by_return_to_go_groups() -> None:
+    from offrl.inspect import error_by_return_to_go
+
+    err = np.array([1.0, 0.0, 1.0, 1.0])
+    rows = error_by_return_to_go(err, np.array([0.0, 0.0, 1.0, 1.0]))
+    assert [(r["rtg_low"], r["steps"], r["error_mean"]) for r in rows] == [(0, 2, 0.5),
+                                                                             (1, 2, 1.0)]
+    rtg = np.arange(100.0)
+    rows = error_by_return_to_go((rtg >= 50).astype(float), rtg, bins=4)
+    assert sum(r["steps"] for r in rows) == 100
+    assert [r["error_mean"] for r in rows] == [0.0, 0.0, 1.0, 1.0]
