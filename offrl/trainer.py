@@ -9,8 +9,9 @@ Exact resume: a checkpoint holds the algorithm state (networks, optimizers, sche
 normalizer, counters), the sampler's generator, the global torch/numpy/python RNG states (for
 dropout and anything else drawing from them), the step, and the partial log-interval sums.
 A run resumed from it on the same device replays the uninterrupted run bit for bit (tested on
-CPU with a SIGKILLed subprocess). History written after the checkpoint by the killed process
-(metrics rows, TensorBoard events, later checkpoints) is dropped on resume.
+CPU with a SIGKILLed subprocess). Metrics rows and TensorBoard events the killed process wrote
+after its last checkpoint are dropped on resume; resuming from a checkpoint older than the
+run's newest one is refused (it would rewrite that history).
 """
 
 from __future__ import annotations
@@ -242,14 +243,18 @@ class Trainer:
         if payload is not None:
             self._restore(payload)
 
+        if payload is not None:
+            later = [p.name for s, p in periodic_checkpoints(self.run_dir / "checkpoints")
+                     if s > self.step]
+            if later:  # resuming would overwrite that history: refuse rather than delete it
+                raise ConfigError(
+                    f"{self.resumed_from} (step {self.step}) is older than {later[-1]} in the "
+                    f"same run; resume from the run folder (its newest checkpoint), or copy "
+                    f"this checkpoint into a new folder to branch from it")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resume_step = self.step if payload is not None else None
         _write_text(self.run_dir / "config.yaml", dump_yaml(config))
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_checkpoints)
-        if payload is not None:  # a future the killed run wrote after this checkpoint
-            for step, path in periodic_checkpoints(self.checkpoints.folder):
-                if step > self.step:
-                    path.unlink()
         self.last_checkpoint: Path | None = self.resumed_from
         self.logger = logger or MultiLogger([
             TensorBoardLogger(self.run_dir, resume_step),

@@ -202,6 +202,8 @@ def test_resume_can_extend_but_not_change_the_run(cartpole: Path, tmp_path: Path
         Trainer(dataclasses.replace(cfg, seed=4), resume=tmp_path / "run")
     with pytest.raises(ConfigError, match="not empty"):
         Trainer(cfg)  # a fresh run may not overwrite an existing run folder
+    with pytest.raises(ConfigError, match="is older than ckpt_40.pt"):
+        Trainer(resume=tmp_path / "run" / "checkpoints" / "ckpt_20.pt")
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(cartpole: Path, tmp_path: Path
