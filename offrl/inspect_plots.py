@@ -118,8 +118,12 @@ def action_error(rows: list[dict[str, Any]], discrete: bool, path: Path) -> Path
     ax.set_xlabel("return-to-go")
     ax.set_ylabel(label)
     for r in rows[:8]:
-        bx.plot(r["error"], lw=0.8, label=f"episode {r['episode']}")
-    bx.set_xlabel("episode step")
+        e = np.asarray(r["error"])
+        w = max(1, min(9, len(e) // 10))  # moving average: 0/1 mistakes are unreadable raw
+        smooth = np.convolve(e, np.ones(w) / w, mode="valid")
+        bx.plot(np.arange(len(smooth)) + (w - 1), smooth, lw=0.8,
+                label=f"episode {r['episode']}")
+    bx.set_xlabel("episode step (moving average over up to 9 steps)")
     bx.set_ylabel(label)
     bx.legend(fontsize=7)
     fig.suptitle("action-prediction error on dataset episodes", fontsize=10)

@@ -214,3 +214,34 @@ def test_error_by_return_to_go_groups() -> None:
     rows = error_by_return_to_go((rtg >= 50).astype(float), rtg, bins=4)
     assert sum(r["steps"] for r in rows) == 100
     assert [r["error_mean"] for r in rows] == [0.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete"])
+def test_action_errors_use_the_policy_windows(kind: str) -> None:
+    """Replaying a dataset episode through DTPolicy (its actions overwritten with the dataset's)
+    predicts the same actions that `action_errors` scores."""
+    from offrl.inspect import action_errors
+
+    ds = tiny_dataset(kind)
+    algo = tiny_dt(ds, context=4)
+    ep = 1
+    row = action_errors(algo, ds, [ep], batch_size=5)[0]
+    n = int(ds.episode_lengths[ep])
+    assert len(row["error"]) == n and len(row["return_to_go"]) == n
+    episode = ds.episode(ep)
+    policy = algo.make_policy(1)
+    policy.reset(np.ones(1, bool), float(episode.rewards.sum()))
+    last = np.zeros(1)
+    for t in range(n):
+        act = policy.act(episode.observations[t][None], last)
+        a = torch.as_tensor(episode.actions[t:t + 1])
+        if kind == "discrete":
+            assert row["error"][t] == float(act[0] != episode.actions[t])
+            policy.actions[:, -1] = a
+        else:
+            unit = algo.actions.to_unit(a)
+            pred = algo.actions.to_unit(torch.as_tensor(act, dtype=torch.float32))
+            want = float((pred - unit).pow(2).mean())
+            assert row["error"][t] == pytest.approx(want, rel=1e-4, abs=1e-6)
+            policy.actions[:, -1] = unit
+        last = episode.rewards[t:t + 1]
