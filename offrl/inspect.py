@@ -303,6 +303,7 @@ def inspect_checkpoint(
               "identity added for the residual, rows renormalized, multiplied through the "
               "layers): for the state token of each step, i.e. the token that predicts that "
               "step's action, the weight on each earlier step's three tokens.", ""]
+    k2d = is_key_to_door(dataset, env_id)
     for ep in episodes:
         win, att = capture_attention(algo, dataset, ep, step)
         roll = attention_rollout(att, np.repeat(win.mask, 3))
@@ -310,19 +311,26 @@ def inspect_checkpoint(
         f1 = plots.attention_maps(att, win.token_labels(),
                                   f"episode {ep}, window ending at step {win.end}",
                                   out / f"attention_ep{ep}.png")
+        marks = {}
+        if k2d:  # mark the key pick-up when it lies inside the window
+            key = key_to_door_events(dataset, ep)["key_step"]
+            if key is not None and key in win.steps:
+                marks["key"] = key
         f2 = plots.step_rollout(per_step, win.steps,
                                 f"attention rollout, episode {ep} (steps "
                                 f"{int(win.steps[win.mask][0])}-{win.end})",
-                                out / f"rollout_ep{ep}.png")
+                                out / f"rollout_ep{ep}.png", marks)
         recent = float(np.mean([per_step[i, i] for i in np.flatnonzero(win.mask)]))
         lines += [f"### Episode {ep} (length {int(dataset.episode_lengths[ep])}, return "
                   f"{float(dataset.episode_returns[ep]):g}), window ending at step {win.end}",
-                  "", f"![attention]({f1.name})", "", f"![rollout]({f2.name})", "",
+                  "", f"The window holds steps {int(win.steps[win.mask][0])}-{win.end} "
+                  f"(K={c.context}); earlier steps are invisible to the model here.", "",
+                  f"![attention]({f1.name})", "", f"![rollout]({f2.name})", "",
                   f"Mean rollout weight of an action on its own step: {recent:.3f}.", ""]
         raw["episodes"].append({"episode": ep, "end": win.end, "steps": win.steps.tolist(),
                                 "attention": att.tolist(), "rollout_steps": per_step.tolist()})
 
-    if is_key_to_door(dataset, env_id):
+    if k2d:
         lines += ["## Key-to-Door: does the action at the door attend to the key pick-up?", ""]
         wins = [e for e in range(dataset.num_episodes)
                 if (ev := key_to_door_events(dataset, e))["key_step"] is not None
