@@ -245,3 +245,29 @@ def test_action_errors_use_the_policy_windows(kind: str) -> None:
             assert row["error"][t] == pytest.approx(want, rel=1e-4, abs=1e-6)
             policy.actions[:, -1] = unit
         last = episode.rewards[t:t + 1]
+
+
+def test_short_context_checkpoint_reports_it_cannot_see_the_key(keytodoor: Path,
+                                                                tmp_path: Path, capsys) -> None:
+    """A checkpoint written with offrl.checkpoint's writer, K=8 < the key-to-door gap, no
+    evaluation sweep: the report says the key step is out of reach instead of a number."""
+    from offrl.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, library_versions
+
+    ds = load_dataset(keytodoor)
+    algo = tiny_dt(ds, context=8)
+    for _ in range(3):
+        algo.update(algo.make_sampler(ds, 0).sample())
+    ckpt = atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "algo": "dt",
+                        "run_config": {}, "algorithm": algo.state_dict(), "step": 3,
+                        "env_id": ENV, "versions": library_versions()}, tmp_path / "k8.pt")
+    out = tmp_path / "report"
+    code = main(["inspect", str(ckpt), "--dataset", str(keytodoor), "--eval-episodes", "0",
+                 "--error-episodes", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    assert "cannot: the key step is" in report and "K=8" in report
+    assert "## Return conditioning" not in report
+    raw = json.loads((out / "inspect.json").read_text())
+    assert np.array(raw["episodes"][0]["attention"]).shape == (2, 2, 24, 24)
+    assert not any(r.get("covered") for r in raw["key_to_door"])
+    assert not (out / "return_conditioning.png").exists()
