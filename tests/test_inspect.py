@@ -271,3 +271,15 @@ def test_short_context_checkpoint_reports_it_cannot_see_the_key(keytodoor: Path,
     assert np.array(raw["episodes"][0]["attention"]).shape == (2, 2, 24, 24)
     assert not any(r.get("covered") for r in raw["key_to_door"])
     assert not (out / "return_conditioning.png").exists()
+
+
+def test_bad_inputs_are_named() -> None:
+    from offrl.algorithms.bc import BC
+    from offrl.inspect import check_compatible
+    from tests.algo_helpers import tiny_config
+
+    ds = tiny_dataset("discrete")
+    with pytest.raises(ValueError, match="Decision Transformer checkpoint, got 'bc'"):
+        check_compatible(BC.from_dataset(tiny_config("bc"), ds, "cpu"), ds)
+    with pytest.raises(ValueError, match="discrete actions"):
+        check_compatible(tiny_dt(tiny_dataset("continuous")), ds)
