@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -225,7 +226,21 @@ class Trainer:
         self.ref_scores = reference_scores(self.env_id, self.dataset.meta)
         self.eval_targets = default_targets(self.algo_cls, config, self.env_id,
                                             self.dataset.episode_returns)
+        self._evaluator: Evaluator | None = None
+        if config.num_eval_episodes > 0:
+            try:  # build the envs now: a bad env id fails before any work
+                _ = self.evaluator
+            except gym.error.Error as exc:
+                raise ConfigError(f"cannot make evaluation env '{self.env_id}' ({exc}); pass "
+                                  f"--env-id, or --num-eval-episodes 0") from exc
+        try:
+            self._setup(config, payload, logger)
+        except BaseException:
+            self.close_envs()
+            raise
 
+    def _setup(self, config: RunConfig, payload: dict[str, Any] | None,
+               logger: Logger | None) -> None:
         if payload is None:
             self.algorithm = self.algo_cls.from_dataset(config.algo_config, self.dataset,
                                                         self.device)
@@ -242,8 +257,6 @@ class Trainer:
         self.interval = _Interval()
         if payload is not None:
             self._restore(payload)
-
-        if payload is not None:
             later = [p.name for s, p in periodic_checkpoints(self.run_dir / "checkpoints")
                      if s > self.step]
             if later:  # resuming would overwrite that history: refuse rather than delete it
@@ -262,7 +275,6 @@ class Trainer:
         ])
         self.logger.text("config", dump_yaml(config))
         self.last_eval: dict[str, float] = {}
-        self._evaluator: Evaluator | None = None
 
     # ---- resume ---------------------------------------------------------------------------
 
@@ -441,11 +453,14 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
 
-    def close(self) -> None:
-        self.logger.close()
+    def close_envs(self) -> None:
         if self._evaluator is not None:
             self._evaluator.close()
             self._evaluator = None
+
+    def close(self) -> None:
+        self.logger.close()
+        self.close_envs()
 
 
 def train(config: RunConfig | None = None, *, resume: str | Path | None = None,

@@ -266,6 +266,14 @@ def test_corrupt_and_incompatible_checkpoints(cartpole: Path, tmp_path: Path) ->
         evaluate_checkpoint(other)
 
 
+def test_bad_env_fails_before_the_run_folder_exists(cartpole: Path, tmp_path: Path) -> None:
+    from offrl.datasets import DatasetError
+
+    with pytest.raises(DatasetError, match="NoSuchEnv-v0"):
+        Trainer(make_config(cartpole, tmp_path / "run", env_id="NoSuchEnv-v0"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_yaml_config_errors_name_the_file_and_key(tmp_path: Path, cartpole: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"algo": LINEAR_BC, "dataset": str(cartpole),
