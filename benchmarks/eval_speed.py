@@ -31,6 +31,10 @@ from offrl.evaluator import Evaluator
 from offrl.types import Episode
 
 ENV_ID = "Hopper-v5"
+DT_SIZES = {
+    "paper": {},  # DTConfig defaults: K=20, 128-dim, 3 layers, 1 head
+    "demo": {"context": 5, "embed_dim": 64, "num_layers": 1},
+}
 
 
 def random_episodes(n: int, seed: int) -> list[Episode]:
@@ -60,6 +64,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--terminate", action="store_true", help="standard env (early falls)")
+    p.add_argument("--dt", choices=sorted(DT_SIZES), default="paper",
+                   help="paper: K=20, 128-dim, 3 layers; demo: the demo's K=5, 64-dim, 1 layer")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_speed.json"))
     args = p.parse_args()
     if args.threads:
@@ -70,7 +76,8 @@ def main() -> None:
     data = EpisodeDataset.from_episodes(
         random_episodes(5, 0), observation_space=env_obs, action_space=env_act,
         meta=DatasetMeta(name="hopper-random-tiny", env_id=ENV_ID))
-    algo = DT.from_dataset(DT.Config(), data, args.device)  # the paper's K=20, 128x3 DT
+    config = DT.Config(**DT_SIZES[args.dt])
+    algo = DT.from_dataset(config, data, args.device)
     kwargs = {} if args.terminate else {"terminate_when_unhealthy": False}
 
     def env_fn() -> gym.Env:
@@ -91,7 +98,8 @@ def main() -> None:
     result = {
         "env": ENV_ID, "terminate_when_unhealthy": args.terminate, "episodes": args.episodes,
         "env_steps": steps, "envs": args.envs, "device": args.device,
-        "torch_threads": torch.get_num_threads(), "dt_config": "K=20, 128-dim, 3 layers",
+        "torch_threads": torch.get_num_threads(),
+        "dt": f"{args.dt}: K={config.context}, {config.embed_dim}-dim, {config.num_layers} layers",
         "vectorized_s": round(t_vec, 3), "one_env_s": round(t_one, 3),
         "speedup": round(t_one / t_vec, 2),
         "vectorized_env_steps_per_s": round(steps / t_vec, 1),
@@ -99,7 +107,8 @@ def main() -> None:
         "max_return_difference": max_diff, "python": platform.python_version(),
         "torch": torch.__version__, "cpu_count": __import__("os").cpu_count(),
     }
-    print(f"DT on {ENV_ID}: {args.episodes} episodes, {steps} env steps")
+    print(f"DT ({result['dt']}) on {ENV_ID}: {args.episodes} episodes, {steps} env steps, "
+          f"{torch.get_num_threads()} torch thread(s)")
     print(f"  {args.envs} envs in lockstep: {t_vec:7.2f} s  ({steps / t_vec:8.0f} steps/s)")
     print(f"  one env at a time:   {t_one:7.2f} s  ({steps / t_one:8.0f} steps/s)")
     print(f"  speed-up: {t_one / t_vec:.1f}x (target >= 5x); max |return difference| "

@@ -263,11 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _curve(metrics: Path) -> str:
+    from offrl.logging import read_jsonl
+
+    rows = [r for r in read_jsonl(metrics) if "eval/success_rate" in r]
+    return ", ".join(f"{r['step']}: {r['eval/success_rate']:.2f}" for r in rows) or "-"
+
+
 def _report(table: str, data: Any, data_success: float, path: Path, jobs: list[Job],
             eval_episodes: int, eval_seed: int, data_s: float, train_s: float, eval_s: float,
             total_s: float, cores: int, parallel: int, threads: int, quick: bool) -> str:
     configs = "\n".join(f"- {LABELS[j.algo]}: `{j.config.relative_to(REPO)}` -> `{j.run_dir}`"
                         for j in jobs)
+    curves = "\n".join(f"- {LABELS[j.algo]}: {_curve(j.run_dir / 'metrics.jsonl')}"
+                       for j in jobs)
     warn = ("\n> **--quick run**: a few gradient steps to check the wiring; the numbers say "
             "nothing about the algorithms.\n" if quick else "")
     return f"""# offrl demo: offline RL on Key-to-Door
@@ -295,6 +304,9 @@ asked for return 1 (success) and for return 0.
   checkpoints); updates/s: gradient steps per second of pure training.
 - %BC imitates the top fraction of episodes by return set in its config: a fraction below
   the data's success rate keeps successful episodes only.
+
+Success rate at the training-time evaluations (fewer episodes, other seeds), by step:
+{curves}
 
 Configs and runs:
 {configs}
