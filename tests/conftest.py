@@ -7,11 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-# The test models are tiny: intra-op threads only add synchronization, and on a loaded
-# 2-core machine oversubscribed OpenMP threads made tests 10-20x slower. One thread also
-# keeps floating-point reductions identical between runs.
-torch.set_num_threads(1)
-
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
@@ -21,6 +16,17 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real datasets not present at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The test models are tiny: intra-op threads only add synchronization, and on a loaded
+    2-core machine oversubscribed OpenMP threads made tests 10-20x slower. Restored after
+    each test, so a test that sets its own thread count cannot leak it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

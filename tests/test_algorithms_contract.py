@@ -24,15 +24,6 @@ CASES = [(n, k) for n in NAMES for k in KINDS]
 LOSS_KEY = {"dt": "loss", "bc": "loss", "pbc": "loss", "cql": "critic_loss"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: threading only adds overhead (and stalls on a busy 2-core machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(name: str, kind: str, seed: int = 0, **overrides):
     ds = tiny_dataset(kind)
     torch.manual_seed(seed)

@@ -31,15 +31,6 @@ REAL_CARTPOLE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real
                  / "expert_cartpole.npz")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small networks: one thread is fastest and does not stall on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def cartpole() -> gym.Env:
     return gym.make("CartPole-v1")
 

@@ -13,15 +13,6 @@ from offrl.datasets.behaviour import SACConfig, train_behaviour
 from offrl.envs import env_spaces
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: intra-op threads only add sync overhead (20x under a loaded CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def policy_dir(tmp_path, monkeypatch):
     d = tmp_path / "policies"

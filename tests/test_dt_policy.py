@@ -12,14 +12,6 @@ from offrl.datasets import EpisodeDataset
 from tests.algo_helpers import tiny_config, tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def trained_dt(kind: str, **overrides) -> tuple[DT, EpisodeDataset]:
     ds = tiny_dataset(kind)
     torch.manual_seed(0)

@@ -27,14 +27,6 @@ from tests.algo_helpers import tiny_dataset
 ENV = "offrl/KeyToDoor-v0"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def scripted(obs: np.ndarray) -> int:
     """Walk to the key in the key room and to the door in the door room (wander between)."""
     x, y = round(float(obs[0]) * 6), round(float(obs[1]) * 6)
