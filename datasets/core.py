@@ -144,6 +144,9 @@ class EpisodeDataset:
             np.ones(n_eps, dtype=bool) if final_obs_known is None
             else np.asarray(final_obs_known, dtype=bool)
         )
+        if len(self.final_obs_known) != n_eps:
+            raise DatasetError(f"{src}: 'final_obs_known' has {len(self.final_obs_known)} "
+                               f"entries, expected {n_eps}")
         self.discount = float(discount)
         self.episode_of_step = _episode_ids(starts)  # (N,)
         self.timesteps = (np.arange(n) - starts[self.episode_of_step]).astype(np.int64)  # (N,)
@@ -189,6 +192,7 @@ class EpisodeDataset:
         idx = np.asarray(episode_indices, dtype=np.int64)
         return EpisodeDataset.from_episodes(
             [self.episode(int(i)) for i in idx],
+            final_obs_known=self.final_obs_known[idx],
             observation_space=self.observation_space,
             action_space=self.action_space,
             meta=self.meta,

@@ -63,11 +63,10 @@ def load_pickle(path: str | Path, discount: float = 1.0) -> EpisodeDataset:
     if not data:
         raise DatasetError(f"{path}: dataset is empty (no episodes)")
     pairs = [_episode_from_dict(d, i, str(path)) for i, d in enumerate(data)]
-    ds = EpisodeDataset.from_episodes([p[0] for p in pairs],
-                                      meta=DatasetMeta(name=path.stem, source=str(path)),
-                                      discount=discount)
-    ds.final_obs_known = np.array([p[1] for p in pairs])
-    return ds
+    return EpisodeDataset.from_episodes([p[0] for p in pairs],
+                                        final_obs_known=np.array([p[1] for p in pairs]),
+                                        meta=DatasetMeta(name=path.stem, source=str(path)),
+                                        discount=discount)
 
 
 def _is_object(npz: Any, key: str) -> bool:
@@ -133,6 +132,5 @@ def load_npz(
             o = np.concatenate([o, o[-1:]])
         episodes.append(Episode(o.astype(np.float32), acts[s:e], rews[s:e], term, not term))
         known.append(has_final or term)
-    ds = EpisodeDataset.from_episodes(episodes, meta=meta, discount=discount)
-    ds.final_obs_known = np.array(known)
-    return ds
+    return EpisodeDataset.from_episodes(episodes, final_obs_known=np.array(known), meta=meta,
+                                        discount=discount)

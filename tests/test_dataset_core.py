@@ -109,3 +109,12 @@ def test_zero_step_episode_is_rejected():
     a["episode_starts"] = np.array([0, 0, 8])
     with pytest.raises(DatasetError, match="episode 0 has zero steps"):
         EpisodeDataset(**a)
+
+
+def test_select_keeps_which_final_observations_are_known():
+    rng = np.random.default_rng(7)
+    eps = random_episodes(rng, [3, 4, 5], [False, False, True])
+    ds = EpisodeDataset.from_episodes(eps, final_obs_known=np.array([False, True, True]))
+    np.testing.assert_array_equal(ds.select([2, 0]).final_obs_known, [True, False])
+    with pytest.raises(DatasetError, match="'final_obs_known' has 2 entries, expected 3"):
+        EpisodeDataset.from_episodes(eps, final_obs_known=np.array([True, True]))
