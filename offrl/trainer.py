@@ -16,6 +16,7 @@ run's newest one is refused (it would rewrite that history).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +80,19 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device '{device}' requested but CUDA is not available")
     return torch.device(device)
+
+
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """The numerics of one update: nothing for fp32; for bf16, `torch.autocast` over the whole
+    `update` call (the trainer cannot see inside it): matmuls and convolutions run in bfloat16
+    while parameters, gradients (cast back by autocast's own backward) and optimizer state stay
+    float32. Backward ops run in the dtype their forward ops ran in, with or without autocast,
+    so covering the backward and the optimizer step changes nothing there."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ConfigError(f"precision must be fp32 | bf16, got '{precision}'")
 
 
 def seed_everything(seed: int) -> None:
@@ -385,13 +400,15 @@ class Trainer:
                    desc=f"{cfg.algo} {self.dataset.meta.name}", dynamic_ncols=True, unit="step")
         start_step, t_start = self.step, time.perf_counter()
         train_s = 0.0
+        autocast = autocast_context(self.device, cfg.precision)  # reusable, entered per update
         status, error = "finished", None
         try:
             while self.step < cfg.total_steps:
                 t0 = time.perf_counter()
                 batch = self.sampler.sample()
                 t1 = time.perf_counter()
-                metrics = self.algorithm.update(batch)
+                with autocast:
+                    metrics = self.algorithm.update(batch)
                 t2 = time.perf_counter()
                 train_s += t2 - t0
                 self.step += 1
