@@ -20,6 +20,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("collect", "keytodoor"): "offrl.commands.collect:keytodoor",
     ("collect", "env"): "offrl.commands.collect:env",
     ("collect", "mujoco"): "offrl.commands.collect:mujoco",
+    ("compare",): "offrl.commands.compare:main",
 }
 
 

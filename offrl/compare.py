@@ -1,0 +1,656 @@
+"""`offrl compare`: every algorithm x seed on one dataset (or a suite), as `offrl train`
+subprocesses sharing one evaluation protocol, then one report (see `offrl.compare_report`).
+
+Why subprocesses: each run is exactly what `offrl train` does (same run folder, checkpoints,
+metrics.jsonl, summary.json), runs cannot disturb one another (torch thread pools, global
+RNG), and a crash or a NaN stop ends one run, not the comparison.
+
+The evaluation protocol is set here and passed as flags to every run, overriding the per-algo
+YAML configs: evaluation cadence, episodes, envs and the episode seeds (the SAME seeds for
+every algorithm and every training seed, so differences between runs are not differences in
+evaluation episodes), and optionally the target returns of return-conditioned algorithms.
+
+Output layout (one dataset; a suite has one such folder per dataset plus a summary):
+    OUT/plan.json                      what was asked (marks the folder as a compare output)
+    OUT/runs/<algo>/seed<k>/           the `offrl train` run folders
+    OUT/logs/<algo>-seed<k>.log|.json  each run's stdout+stderr, exit code and wall time
+    OUT/report.md, results.json, curves_*.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TextIO
+
+DEFAULT_ALGOS = ("dt", "cql", "bc", "pbc")
+PLAN_FILE = "plan.json"
+PLAN_FORMAT = "offrl-compare-plan/1"
+
+
+class CompareError(ValueError):
+    """Bad compare arguments or suite file; the message names what is wrong."""
+
+
+# ---- what to run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-dataset settings. None means "not set here": a suite's dataset entry falls back to
+    the suite's top level, then to the command line defaults (`resolve`)."""
+
+    algos: tuple[str, ...] | None = None
+    seeds: int | None = None
+    first_seed: int | None = None
+    steps: int | None = None
+    config: tuple[str, ...] | None = None  # "algo=path" entries or templates with {algo}
+    eval_every: int | None = None
+    eval_episodes: int | None = None
+    eval_envs: int | None = None
+    eval_seed: int | None = None
+    target_returns: tuple[float, ...] | None = None
+    device: str | None = None
+
+    def over(self, base: Settings) -> Settings:
+        """These settings where set, else `base`'s."""
+        return Settings(**{f.name: getattr(self, f.name) if getattr(self, f.name) is not None
+                           else getattr(base, f.name) for f in fields(Settings)})
+
+
+DEFAULTS = Settings(algos=DEFAULT_ALGOS, seeds=3, first_seed=0, eval_episodes=10,
+                    eval_seed=1_000_000, config=())
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """One dataset to compare on: its source, eval env and fully resolved settings."""
+
+    name: str  # output sub-folder in a suite; a slug of the source by default
+    dataset: str
+    env: str | None
+    settings: Settings
+
+
+@dataclass
+class Run:
+    """One `offrl train` subprocess."""
+
+    dataset: str  # DatasetPlan.name
+    algo: str
+    seed: int
+    total_steps: int
+    command: list[str]
+    run_dir: Path
+    log: Path
+    record: Path  # JSON: command, exit code, wall time (written when the process ends)
+    eval_every: int = 0
+    config: str | None = None
+    proc: subprocess.Popen | None = None
+    log_file: TextIO | None = None
+    started: float | None = None
+    returncode: int | None = None
+    wall_s: float | None = None
+    skipped: bool = False  # --resume: finished earlier with the same command
+    interrupted: bool = False
+    tail: Any = None  # MetricsTail while running
+
+    show_dataset: bool = True  # labels name the dataset only in suites
+
+    @property
+    def label(self) -> str:
+        own = f"{self.algo}/seed{self.seed}"
+        return f"{self.dataset}/{own}" if self.show_dataset else own
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.removeprefix("minari:")).strip("-") or "dataset"
+
+
+def split_algos(items: Sequence[str]) -> tuple[str, ...]:
+    """`["dt,cql", "bc"]` -> ("dt", "cql", "bc"): accepts commas and separate words."""
+    algos = tuple(a.strip() for item in items for a in str(item).split(",") if a.strip())
+    dupes = sorted({a for a in algos if algos.count(a) > 1})
+    if dupes:
+        raise CompareError(f"algorithm(s) {dupes} listed twice")
+    if not algos:
+        raise CompareError("no algorithms given (e.g. --algos dt,cql,bc,pbc)")
+    return algos
+
+
+def config_paths(entries: Sequence[str], algos: Sequence[str]) -> dict[str, Path | None]:
+    """Per-algo YAML config from `algo=path` entries and `{algo}` templates (an explicit
+    `algo=path` wins over a template). Algorithms without one train with their defaults."""
+    templates = [e for e in entries if "{algo}" in e]
+    explicit: dict[str, str] = {}
+    for entry in entries:
+        if "{algo}" in entry:
+            continue
+        algo, sep, path = entry.partition("=")
+        if not sep or not algo or not path:
+            raise CompareError(f"config entry '{entry}': expected ALGO=PATH or a path template "
+                               f"containing {{algo}} (e.g. experiments/configs/"
+                               f"hopper-medium-{{algo}}.yaml)")
+        if algo not in algos:
+            raise CompareError(f"config entry '{entry}': '{algo}' is not among the algorithms "
+                               f"compared ({', '.join(algos)})")
+        explicit[algo] = path
+    if len(templates) > 1:
+        raise CompareError(f"more than one config template: {templates}")
+    out: dict[str, Path | None] = {}
+    for algo in algos:
+        if algo in explicit:
+            out[algo] = Path(explicit[algo])
+        elif templates:
+            out[algo] = Path(templates[0].replace("{algo}", algo))
+        else:
+            out[algo] = None
+        if out[algo] is not None and not out[algo].is_file():
+            raise CompareError(f"config file '{out[algo]}' for {algo} not found")
+    return out
+
+
+def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
+    """The `offrl train` command of every algorithm x seed, seed-major (all algorithms'
+    first seed runs first, so an early look at a long comparison already compares)."""
+    from offrl.config import ConfigError, load_yaml, resolve_algorithm
+
+    s = plan.settings
+    assert s.algos is not None and s.seeds is not None and s.first_seed is not None
+    if s.seeds < 1:
+        raise CompareError(f"{plan.name}: seeds must be >= 1, got {s.seeds}")
+    for name in ("steps", "eval_episodes", "eval_envs"):
+        value = getattr(s, name)
+        if value is not None and value < 1:
+            raise CompareError(f"{plan.name}: {name} must be >= 1, got {value}")
+    if s.eval_every is not None and s.eval_every < 0:
+        raise CompareError(f"{plan.name}: eval_every must be >= 0, got {s.eval_every}")
+    configs = config_paths(s.config or (), s.algos)
+    steps: dict[str, int] = {}
+    for algo in s.algos:
+        try:
+            resolve_algorithm(algo)
+            path = configs[algo]
+            base = load_yaml(path) if path is not None else None
+        except ConfigError as exc:
+            raise CompareError(f"{plan.name}: {exc}") from exc
+        if base is not None and base.algo != algo:
+            raise CompareError(f"config '{configs[algo]}' is for algo '{base.algo}', not '{algo}'")
+        steps[algo] = s.steps or (base.total_steps if base is not None else 100_000)
+
+    runs = []
+    for seed in range(s.first_seed, s.first_seed + s.seeds):
+        for algo in s.algos:
+            run_dir = folder / "runs" / slug(algo) / f"seed{seed}"
+            episodes = s.eval_episodes or 10
+            eval_every = s.eval_every if s.eval_every is not None else max(1, steps[algo] // 10)
+            cmd = [sys.executable, "-m", "offrl.cli", "train", "--algo", algo]
+            if configs[algo] is not None:
+                cmd += ["--config", str(configs[algo])]
+            cmd += ["--dataset", plan.dataset]
+            if plan.env is not None:
+                cmd += ["--env", plan.env]
+            cmd += ["--seed", str(seed), "--steps", str(steps[algo]),
+                    "--eval-every", str(eval_every), "--num-eval-episodes", str(episodes),
+                    "--num-eval-envs", str(min(s.eval_envs or 10, episodes)),
+                    "--eval-seed", str(s.eval_seed)]
+            if s.target_returns:
+                cmd += ["--target-returns", *(f"{t:g}" for t in s.target_returns)]
+            if s.device is not None:
+                cmd += ["--device", s.device]
+            cmd += ["--run-dir", str(run_dir), "--num-threads", str(threads), "--no-progress"]
+            logs = folder / "logs"
+            runs.append(Run(plan.name, algo, seed, steps[algo], cmd, run_dir,
+                            logs / f"{slug(algo)}-seed{seed}.log",
+                            logs / f"{slug(algo)}-seed{seed}.json",
+                            eval_every=eval_every,
+                            config=str(configs[algo]) if configs[algo] else None))
+    return runs
+
+
+# ---- suites ----------------------------------------------------------------------------------
+
+_SETTING_KEYS = {f.name for f in fields(Settings)}
+_DATASET_KEYS = {"name", "dataset", "env"}
+
+
+def _setting(key: str, value: Any, where: str) -> Any:
+    def fail(expected: str) -> CompareError:
+        return CompareError(f"{where}: '{key}' must be {expected}, got {value!r}")
+
+    if key == "algos":
+        if isinstance(value, str):
+            return split_algos([value])
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return split_algos(value)
+        raise fail("a list of algorithm names or 'dt,cql,...'")
+    if key == "config":
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, Mapping):
+            return tuple(f"{k}={v}" for k, v in value.items())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise fail("a path template with {algo}, a mapping algo: path, or a list of those")
+    if key == "target_returns":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (float(value),)
+        if isinstance(value, list) and value and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            return tuple(float(v) for v in value)
+        raise fail("a number or a list of numbers")
+    if key == "device":
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail("an integer")
+    return value
+
+
+def _settings(data: Mapping[str, Any], where: str) -> Settings:
+    return Settings(**{k: _setting(k, v, where) for k, v in data.items() if k in _SETTING_KEYS})
+
+
+def load_suite(path: str | Path, cli: Settings = Settings()) -> list[DatasetPlan]:
+    """Datasets of a suite YAML (see experiments/suites/). Precedence, lowest first: built-in
+    defaults < the suite's top level < the dataset's entry < flags given on the command line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CompareError(f"suite file '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CompareError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, Mapping):
+        raise CompareError(f"{path}: expected a mapping with a 'datasets:' list at the top")
+    unknown = sorted(set(data) - _SETTING_KEYS - {"datasets"})
+    if unknown:
+        raise CompareError(f"{path}: unknown key(s) {unknown}; the top level takes 'datasets' "
+                           f"and {sorted(_SETTING_KEYS)}")
+    entries = data.get("datasets")
+    if not isinstance(entries, list) or not entries:
+        raise CompareError(f"{path}: 'datasets' must be a non-empty list of "
+                           f"{{dataset: SOURCE, env: ID, ...}} entries")
+    top = _settings(data, str(path))
+    plans, names = [], set()
+    for i, entry in enumerate(entries):
+        where = f"{path}: datasets[{i}]"
+        if not isinstance(entry, Mapping):
+            raise CompareError(f"{where}: expected a mapping, got {entry!r}")
+        unknown = sorted(set(entry) - _SETTING_KEYS - _DATASET_KEYS)
+        if unknown:
+            raise CompareError(f"{where}: unknown key(s) {unknown}; a dataset entry takes "
+                               f"{sorted(_DATASET_KEYS)} and {sorted(_SETTING_KEYS)}")
+        source = entry.get("dataset")
+        if not isinstance(source, str) or not source:
+            raise CompareError(f"{where}: 'dataset' (the source, e.g. minari:<id>) is required")
+        env = entry.get("env")
+        if env is not None and not isinstance(env, str):
+            raise CompareError(f"{where}: 'env' must be a gymnasium id, got {env!r}")
+        name = entry.get("name", slug(source))
+        if not isinstance(name, str) or slug(name) != name:
+            raise CompareError(f"{where}: 'name' must be a folder name ([A-Za-z0-9._-]), "
+                               f"got {name!r}")
+        if name in names:
+            raise CompareError(f"{where}: name '{name}' is used twice; give each entry a "
+                               f"distinct 'name'")
+        names.add(name)
+        settings = cli.over(_settings(entry, where).over(top.over(DEFAULTS)))
+        plans.append(DatasetPlan(name, source, env, settings))
+    return plans
+
+
+# ---- progress --------------------------------------------------------------------------------
+
+
+class MetricsTail:
+    """Reads the rows a running trainer appends to metrics.jsonl, incrementally (a partial
+    last line is kept until its newline arrives)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.partial = path, 0, b""
+        self.step = 0
+        self.eval_step: int | None = None
+        self.eval_score: tuple[str, float] | None = None
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.step = max(self.step, int(row.get("step", 0)))
+            for key in ("eval/success_rate", "eval/normalized_score", "eval/return_mean"):
+                if key in row:
+                    self.eval_step, self.eval_score = int(row["step"]), (key[5:], row[key])
+                    break
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def status_line(run: Run, now: float) -> str:
+    """`dataset/algo/seedK  1200/5000  eval success_rate 0.31 @1000  ETA 2m10s` (or the
+    run's state when it is not running)."""
+    if run.skipped:
+        return f"{run.label}  done earlier (--resume)"
+    if run.started is None:
+        return f"{run.label}  queued ({run.total_steps} steps)"
+    tail: MetricsTail | None = run.tail
+    step = tail.step if tail else 0
+    text = f"{run.label}  {step}/{run.total_steps}"
+    if tail is not None and tail.eval_score is not None:
+        name, value = tail.eval_score
+        text += f"  eval {name} {value:.3g} @{tail.eval_step}"
+    if run.returncode is not None:
+        state = "done" if run.returncode == 0 else f"FAILED (exit {run.returncode})"
+        return f"{text}  {state} in {_duration(run.wall_s or 0.0)}"
+    elapsed = now - run.started
+    if step >= run.total_steps:
+        eta = "final evaluation"
+    elif step:
+        eta = f"ETA {_duration(elapsed * (run.total_steps - step) / step)}"
+    else:
+        eta = "starting"
+    return f"{text}  {eta}"
+
+
+class Display:
+    """A live block of status lines on a terminal (redrawn in place); elsewhere (logs, CI)
+    plain lines: one when a run starts or ends and a status block every `every` seconds."""
+
+    def __init__(self, runs: list[Run], stream: TextIO, live: bool, every: float,
+                 enabled: bool = True) -> None:
+        self.runs, self.stream, self.live, self.every = runs, stream, live, every
+        self.enabled = enabled
+        self.drawn = 0
+        self.last_block = time.time()
+
+    def event(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.live:
+            self._clear()
+        print(text, file=self.stream, flush=True)
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")  # up N lines, clear to the end
+            self.drawn = 0
+
+    def update(self, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        if self.live:
+            width = shutil.get_terminal_size((120, 20)).columns - 1
+            self._clear()
+            lines = [status_line(r, now)[:width] for r in self.runs]
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+            self.drawn = 0 if final else len(lines)
+        elif now - self.last_block >= self.every or final:
+            self.last_block = now
+            active = [r for r in self.runs if r.started is not None and r.returncode is None]
+            for run in active if not final else []:
+                print(f"  {status_line(run, now)}", file=self.stream, flush=True)
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    # torch.set_num_threads (--num-threads) covers torch's pool; these cap OpenMP/BLAS pools
+    # that numpy and torch start on their own, so P runs x T threads never oversubscribe.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"  # the log tail of a failed run must hold its last words
+    return env
+
+
+def _start(run: Run, threads: int) -> None:
+    if run.run_dir.exists():  # a leftover of an unfinished earlier attempt (--resume)
+        shutil.rmtree(run.run_dir)
+    run.log.parent.mkdir(parents=True, exist_ok=True)
+    run.record.unlink(missing_ok=True)
+    run.log_file = open(run.log, "w", encoding="utf-8")  # noqa: SIM115 (closed in _finish)
+    run.log_file.write(f"$ {shlex.join(run.command)}\n")
+    run.log_file.flush()
+    # Own session: a terminal Ctrl-C reaches only the orchestrator, which stops the children
+    # itself (SIGINT first, so each trainer writes its summary.json, then SIGKILL).
+    run.proc = subprocess.Popen(run.command, stdout=run.log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=_child_env(threads),
+                                start_new_session=True)
+    run.started = time.time()
+    run.tail = MetricsTail(run.run_dir / "metrics.jsonl")
+
+
+def _finish(run: Run, code: int) -> None:
+    run.returncode = code
+    run.wall_s = time.time() - (run.started or time.time())
+    if run.log_file is not None:
+        run.log_file.close()
+        run.log_file = None
+    if run.tail is not None:
+        run.tail.poll()
+    tmp = run.record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"command": run.command, "returncode": code,
+                               "wall_s": run.wall_s, "started": run.started,
+                               "interrupted": run.interrupted}, indent=1) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, run.record)
+
+
+def _stop(running: list[Run], grace_s: float = 15.0) -> None:
+    """SIGINT every child's process group, wait up to `grace_s`, then SIGKILL the rest."""
+    for run in running:
+        run.interrupted = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.proc.pid, signal.SIGINT)  # type: ignore[union-attr]
+    deadline = time.time() + grace_s
+    for run in running:
+        assert run.proc is not None
+        try:
+            run.proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+        _finish(run, run.proc.returncode)
+
+
+def execute(runs: list[Run], parallel: int, threads: int, display: Display,
+            poll_s: float = 0.5) -> bool:
+    """Run the not-skipped runs, at most `parallel` at a time. Returns False when interrupted
+    (Ctrl-C or SIGTERM): running children are stopped, queued ones never start."""
+    pending = [r for r in runs if not r.skipped]
+    running: list[Run] = []
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                run = pending.pop(0)
+                _start(run, threads)
+                running.append(run)
+                display.event(f"started  {run.label}  (log: {run.log})")
+            time.sleep(poll_s)
+            for run in list(running):
+                assert run.proc is not None and run.tail is not None
+                run.tail.poll()
+                code = run.proc.poll()
+                if code is not None:
+                    _finish(run, code)
+                    running.remove(run)
+                    display.event(status_line(run, time.time())
+                                  + ("" if code == 0 else f"; log: {run.log}"))
+            display.update()
+    except KeyboardInterrupt:
+        display.event(f"interrupted: stopping {len(running)} running run(s) ...")
+        _stop(running)
+        return False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        display.update(final=True)
+    return True
+
+
+# ---- the whole comparison --------------------------------------------------------------------
+
+
+def plan_dict(plans: list[DatasetPlan], runs: list[Run], argv: Sequence[str],
+              suite: str | None) -> dict[str, Any]:
+    return {
+        "format": PLAN_FORMAT, "argv": list(argv), "suite": suite,
+        "datasets": [{"name": p.name, "dataset": p.dataset, "env": p.env,
+                      "settings": {f.name: getattr(p.settings, f.name)
+                                   for f in fields(Settings)}} for p in plans],
+        "runs": [{"dataset": r.dataset, "algo": r.algo, "seed": r.seed,
+                  "run_dir": str(r.run_dir), "command": r.command} for r in runs],
+    }
+
+
+def prepare_out(out: Path, force: bool, resume: bool) -> None:
+    """Refuse to mix results into an existing folder unless told how (--force / --resume)."""
+    if force and resume:
+        raise CompareError("--force starts over and --resume continues: pass one of them")
+    if not out.exists() or not any(out.iterdir()):
+        if resume:
+            raise CompareError(f"--resume: '{out}' holds no earlier comparison")
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    marked = (out / PLAN_FILE).is_file()
+    if resume:
+        if not marked:
+            raise CompareError(f"--resume: '{out}' has no {PLAN_FILE}; it is not an offrl "
+                               f"compare output")
+        return
+    if not force:
+        raise CompareError(f"output folder '{out}' exists and is not empty; pass --force to "
+                           f"replace it, --resume to finish its unfinished runs, or another "
+                           f"--out")
+    if not marked:  # never delete a folder this command did not make
+        raise CompareError(f"--force: '{out}' has no {PLAN_FILE}, so it was not made by offrl "
+                           f"compare; refusing to delete it (remove it yourself or pick "
+                           f"another --out)")
+    shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def finished_earlier(run: Run) -> bool:
+    """--resume skips a run whose record shows the same command and whose summary.json says
+    it finished all its steps."""
+    try:
+        record = json.loads(run.record.read_text(encoding="utf-8"))
+        summary = json.loads((run.run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (record.get("command") == run.command and record.get("returncode") == 0
+            and summary.get("status") == "finished"
+            and summary.get("step") == run.total_steps)
+
+
+@dataclass
+class CompareOptions:
+    out: Path
+    parallel: int
+    threads: int
+    force: bool = False
+    resume: bool = False
+    progress: bool = True
+    status_every: float = 30.0
+    argv: list[str] = field(default_factory=list)
+    suite: str | None = None
+
+
+def run_compare(plans: list[DatasetPlan], opts: CompareOptions,
+                stream: TextIO | None = None) -> int:
+    """Plan, run and report. Exit code: 0 all runs finished, 1 some failed, 130 interrupted."""
+    from offrl import compare_report
+
+    stream = stream or sys.stderr
+    out = opts.out.resolve()
+    is_suite = opts.suite is not None
+    folders = {p.name: (out / p.name if is_suite else out) for p in plans}
+    runs = [r for p in plans for r in plan_runs(p, folders[p.name], opts.threads)]
+    for run in runs:
+        run.show_dataset = is_suite
+    # Describe (and so check) every dataset before the folder is touched or a run starts.
+    descriptions = {}
+    for p in plans:
+        print(f"loading {p.dataset} ...", file=stream, flush=True)
+        descriptions[p.name] = compare_report.describe_dataset(p.dataset, p.env)
+    prepare_out(out, opts.force, opts.resume)
+    for run in runs:
+        run.skipped = opts.resume and finished_earlier(run)
+    tmp = out / (PLAN_FILE + ".tmp")
+    tmp.write_text(json.dumps(plan_dict(plans, runs, opts.argv, opts.suite), indent=1) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, out / PLAN_FILE)
+
+    todo = [r for r in runs if not r.skipped]
+    print(f"offrl compare -> {out}\n  {len(runs)} runs ({len(runs) - len(todo)} done earlier), "
+          f"{min(opts.parallel, max(1, len(todo)))} at a time, {opts.threads} torch thread(s) "
+          f"each", file=stream, flush=True)
+    live = opts.progress and stream.isatty()
+    display = Display(runs, stream, live, opts.status_every, enabled=opts.progress)
+    t0 = time.time()
+    completed = execute(runs, opts.parallel, opts.threads, display)
+    wall = time.time() - t0
+
+    context = compare_report.context(opts.argv, opts.parallel, opts.threads, wall,
+                                     interrupted=not completed)
+    sections = []
+    for p in plans:
+        section = compare_report.build_section(p, [r for r in runs if r.dataset == p.name],
+                                               descriptions[p.name])
+        compare_report.write_section(section, context, folders[p.name])
+        sections.append(section)
+    if is_suite:
+        compare_report.write_suite(sections, context, out)
+    failed = [r for s in sections for r in s["runs"] if r["status"] != "finished"]
+    print(f"report: {out / 'report.md'}", file=stream)
+    if failed:
+        print(f"{len(failed)} run(s) did not finish: "
+              + ", ".join(f"{r['dataset']}/{r['algo']}/seed{r['seed']} ({r['status']})"
+                          for r in failed), file=stream)
+    if not completed:
+        return 130
+    return 1 if failed else 0
+
+
+__all__ = [
+    "DEFAULTS", "CompareError", "CompareOptions", "DatasetPlan", "MetricsTail", "Run",
+    "Settings", "config_paths", "execute", "finished_earlier", "load_suite", "plan_runs",
+    "prepare_out", "run_compare", "slug", "split_algos", "status_line",
+]

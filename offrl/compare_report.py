@@ -1,0 +1,444 @@
+"""`offrl compare` results: read the runs back from disk, aggregate over seeds, write
+report.md, results.json and learning-curve PNGs.
+
+Everything is recomputed from what the runs wrote (metrics.jsonl eval rows, summary.json,
+the orchestrator's per-run record), so a report can be rebuilt from an output folder.
+
+Statistics (documented in every report):
+- score: the env's success rate where it reports one (Key-to-Door), else the D4RL
+  normalized score where reference returns are known, else the raw mean return; the same
+  metric for every algorithm of a dataset. For return-conditioned policies evaluated at
+  several targets, the first target's (`eval/<metric>` mirrors it; what the trainer ranks by).
+- final: the evaluation after the last gradient step; best: a run's highest evaluation
+  (chosen with online evaluations, so optimistic for an offline method).
+- mean +/- std over seeds, std the sample standard deviation (n - 1; none for one seed),
+  over the runs that finished only; failed runs are listed separately.
+- learning curves: at the evaluation steps every finished seed of the algorithm has (so
+  each point averages the same runs; steps only some seeds have are listed as dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_FORMAT = "offrl-compare-results/1"
+METRIC_LABELS = {
+    "success_rate": "success rate (%)",
+    "normalized_score": "normalized score",
+    "return_mean": "return",
+}
+LABELS = {"dt": "DT", "cql": "CQL", "bc": "BC", "pbc": "%BC"}
+LOG_TAIL_LINES = 25
+
+
+# ---- reading runs ----------------------------------------------------------------------------
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows; a line cut short by a killed process is skipped, and the strings
+    the logger writes for NaN/inf become floats again."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows.append({k: float(v) if isinstance(v, str) else v for k, v in row.items()})
+    return rows
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def read_run(run: Any) -> dict[str, Any]:
+    """One run (an `offrl.compare.Run`) as a plain dict: status, timings, its eval curve."""
+    summary = _json(run.run_dir / "summary.json")
+    record = _json(run.record)
+    evals = [r for r in read_rows(run.run_dir / "metrics.jsonl") if "eval/return_mean" in r]
+    code = record.get("returncode") if record else None
+    if record is None:
+        status = "not run"
+    elif record.get("interrupted"):
+        status = "interrupted"
+    elif code == 0 and summary is not None and summary.get("status") == "finished" \
+            and summary.get("step") == run.total_steps:
+        status = "finished"
+    elif summary is not None and summary.get("status") in ("diverged", "failed"):
+        status = summary["status"]
+    else:
+        status = "failed"
+    out: dict[str, Any] = {
+        "dataset": run.dataset, "algo": run.algo, "seed": run.seed, "status": status,
+        "returncode": code, "error": summary.get("error") if summary else None,
+        "command": shlex.join(run.command), "config": run.config, "run_dir": str(run.run_dir),
+        "log": str(run.log), "total_steps": run.total_steps, "eval_every": run.eval_every,
+        "steps_done": summary.get("step") if summary else None,
+        "wall_s": record.get("wall_s") if record else None,
+        "train_wall_s": summary.get("wall_time_s") if summary else None,
+        "train_time_s": summary.get("train_time_s") if summary else None,
+        "updates_per_s": summary.get("updates_per_s") if summary else None,
+        "eval_targets": summary.get("eval_targets") if summary else None,
+        "final_eval": {k: v for k, v in (summary or {}).get("final_eval", {}).items()
+                       if k.startswith("eval/")},
+        "eval_rows": evals,
+        "log_tail": None if status == "finished" else log_tail(run.log),
+    }
+    return out
+
+
+def pick_metric(runs: Sequence[dict[str, Any]]) -> str:
+    """success_rate if the env reports success, else normalized_score, else return_mean."""
+    rows = [row for r in runs for row in r["eval_rows"]]
+    for metric in ("success_rate", "normalized_score"):
+        if any(f"eval/{metric}" in row for row in rows):
+            return metric
+    return "return_mean"
+
+
+def score_run(run: dict[str, Any], metric: str) -> None:
+    """Add the run's curve (step, score, return) and final/best scores, in place."""
+    rows = [r for r in run.pop("eval_rows") if f"eval/{metric}" in r]
+    run["curve"] = {"step": [int(r["step"]) for r in rows],
+                    "score": [float(r[f"eval/{metric}"]) for r in rows],
+                    "return_mean": [float(r["eval/return_mean"]) for r in rows]}
+    done = run["status"] == "finished" and rows and int(rows[-1]["step"]) == run["total_steps"]
+    run["final_score"] = float(rows[-1][f"eval/{metric}"]) if done else None
+    run["final_return"] = float(rows[-1]["eval/return_mean"]) if done else None
+    if rows:
+        i = int(np.argmax(run["curve"]["score"]))  # first of equal maxima: the earliest step
+        run["best_score"], run["best_step"] = run["curve"]["score"][i], run["curve"]["step"][i]
+    else:
+        run["best_score"] = run["best_step"] = None
+
+
+# ---- aggregation -----------------------------------------------------------------------------
+
+
+def seed_stats(values: Sequence[float | None]) -> dict[str, Any]:
+    """mean and sample std (n - 1; None below two values) of the values that are not None."""
+    xs = [float(v) for v in values if v is not None]
+    n = len(xs)
+    return {"mean": float(np.mean(xs)) if n else None,
+            "std": float(np.std(xs, ddof=1)) if n >= 2 else None, "n": n, "values": xs}
+
+
+def mean_curve(curves: Sequence[dict[str, list]], key: str = "score") -> dict[str, Any]:
+    """Mean and sample std over runs at the steps every run evaluated."""
+    if not curves:
+        return {"step": [], "mean": [], "std": [], "n": 0, "dropped_steps": []}
+    common = sorted(set.intersection(*(set(c["step"]) for c in curves)))
+    union = sorted(set().union(*(set(c["step"]) for c in curves)))
+    # (runs, steps) values at the common steps; a run logs one eval row per step
+    table = np.array([[dict(zip(c["step"], c[key], strict=True))[s] for s in common]
+                      for c in curves], dtype=np.float64).reshape(len(curves), len(common))
+    std = table.std(axis=0, ddof=1) if len(curves) >= 2 else np.full(len(common), np.nan)
+    return {"step": common, "mean": table.mean(axis=0).tolist(),
+            "std": [None if math.isnan(x) else float(x) for x in std],
+            "n": len(curves), "dropped_steps": [s for s in union if s not in common]}
+
+
+def aggregate(runs: Sequence[dict[str, Any]], algos: Sequence[str]) -> dict[str, Any]:
+    """Per algorithm: final/best score, final return, wall time, updates/s over the finished
+    seeds, and the mean learning curves."""
+    out = {}
+    for algo in algos:
+        mine = [r for r in runs if r["algo"] == algo]
+        ok = [r for r in mine if r["status"] == "finished"]
+        out[algo] = {
+            "runs": len(mine), "finished": len(ok),
+            "final_score": seed_stats([r["final_score"] for r in ok]),
+            "best_score": seed_stats([r["best_score"] for r in ok]),
+            "final_return": seed_stats([r["final_return"] for r in ok]),
+            "wall_s": seed_stats([r["wall_s"] for r in ok]),
+            "updates_per_s": seed_stats([r["updates_per_s"] for r in ok]),
+            "curve": mean_curve([r["curve"] for r in ok]),
+            "return_curve": mean_curve([r["curve"] for r in ok], "return_mean"),
+        }
+    return out
+
+
+# ---- building a dataset's section ------------------------------------------------------------
+
+
+def describe_dataset(source: str, env: str | None) -> dict[str, Any]:
+    """Episodes, steps and returns of the dataset (loading it also checks the source)."""
+    from offrl.commands.datasets import summarize
+    from offrl.compare import CompareError
+    from offrl.datasets import DatasetError, load_dataset
+
+    try:
+        ds = load_dataset(source, env_id=env)
+    except (DatasetError, OSError) as exc:
+        raise CompareError(f"dataset '{source}': {exc}") from exc
+    return summarize(ds)
+
+
+def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    records = [read_run(r) for r in runs]
+    metric = pick_metric([r for r in records if r["status"] == "finished"] or records)
+    for r in records:
+        score_run(r, metric)
+    settings = asdict(plan.settings)
+    algos = list(settings["algos"])
+    targets = {r["algo"]: r["eval_targets"] for r in records if r["eval_targets"]}
+    return {
+        "name": plan.name, "dataset": plan.dataset, "env": plan.env or description["env_id"],
+        "description": description, "settings": settings, "metric": metric,
+        "metric_label": METRIC_LABELS[metric],
+        "total_steps": {a: next((r["total_steps"] for r in records if r["algo"] == a), None)
+                        for a in algos},
+        "eval_every": {a: next((r["eval_every"] for r in records if r["algo"] == a), None)
+                       for a in algos},
+        "eval_targets": targets,
+        "algos": aggregate(records, algos), "runs": records,
+    }
+
+
+def context(argv: Sequence[str], parallel: int, threads: int, wall_s: float,
+            interrupted: bool) -> dict[str, Any]:
+    from offrl.checkpoint import library_versions
+
+    versions = library_versions()
+    for name in ("minari", "matplotlib", "mujoco"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:  # not installed: nothing to record
+            pass
+    return {"command": shlex.join(["offrl", "compare", *argv]),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "versions": versions, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "parallel": parallel, "threads_per_run": threads,
+            "wall_s": wall_s, "interrupted": interrupted}
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric == "success_rate" else 1.0
+
+
+def fmt_stats(stats: dict[str, Any], scale: float = 1.0, digits: int = 1) -> str:
+    if stats["mean"] is None:
+        return "-"
+    text = f"{scale * stats['mean']:.{digits}f}"
+    if stats["std"] is not None:
+        text += f" ± {scale * stats['std']:.{digits}f}"
+    return text
+
+
+def _num(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    return "-" if value is None else f"{scale * value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _label(algo: str) -> str:
+    return LABELS.get(algo, algo)
+
+
+def plot_curves(section: dict[str, Any], key: str, path: Path) -> Path:
+    """Mean over seeds (line) +/- one sample std (band) against the gradient step."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    scale = _scale(section["metric"]) if key == "curve" else 1.0
+    fig = Figure(figsize=(6.4, 4.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for algo, agg in section["algos"].items():
+        c = agg[key]
+        if not c["step"]:
+            continue
+        steps, mean = np.array(c["step"]), scale * np.array(c["mean"])
+        line, = ax.plot(steps, mean, marker="o", markersize=3,
+                        label=f"{_label(algo)} (n={c['n']})")
+        if c["n"] >= 2:
+            std = scale * np.array(c["std"], dtype=np.float64)
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel(section["metric_label"] if key == "curve" else "return")
+    ax.set_title(f"{section['name']}: mean ± std over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
+    d, s, metric = section["description"], section["settings"], section["metric"]
+    scale = _scale(metric)
+    digits = 1 if metric != "return_mean" else 2
+    label = section["metric_label"]
+    ref = (f"; reference returns: random {d['ref_min_score']:g}, expert {d['ref_max_score']:g}"
+           if d.get("ref_min_score") is not None else "")
+    steps = sorted({v for v in section["total_steps"].values() if v is not None})
+    every = sorted({v for v in section["eval_every"].values() if v})
+    every_text = (f"every {', '.join(map(str, every))} steps and after the last one" if every
+                  else "after the last step only")
+    targets = {a: t for a, t in section["eval_targets"].items() if t and t != [None]}
+    target_text = ("; return-conditioned policies at target return(s) "
+                   + ", ".join(f"{_label(a)} {t}" for a, t in targets.items())
+                   + " (the first one is scored)") if targets else ""
+    rows = []
+    for algo, agg in section["algos"].items():
+        rows.append([_label(algo), fmt_stats(agg["final_score"], scale, digits),
+                     fmt_stats(agg["best_score"], scale, digits),
+                     fmt_stats(agg["final_return"], 1.0, 2),
+                     f"{agg['finished']}/{agg['runs']}", fmt_stats(agg["wall_s"], 1.0, 0),
+                     fmt_stats(agg["updates_per_s"], 1.0, 0)])
+    main_table = _table(["algo", f"final {label}", f"best {label}", "final return",
+                         "seeds finished", "wall s / run", "updates/s"], rows)
+    run_rows = []
+    for r in section["runs"]:
+        best = (f"{_num(r['best_score'], scale, digits)} @ {r['best_step']}"
+                if r["best_score"] is not None else "-")
+        run_rows.append([_label(r["algo"]), str(r["seed"]), r["status"],
+                         _num(r["final_score"], scale, digits), best,
+                         _num(r["final_return"], 1.0, 2), _num(r["wall_s"], 1.0, 0),
+                         _num(r["train_time_s"], 1.0, 0), _num(r["updates_per_s"], 1.0, 0),
+                         f"`{r['run_dir']}`"])
+    run_table = _table(["algo", "seed", "status", "final", "best @ step", "final return",
+                        "wall s", "train s", "updates/s", "run folder"], run_rows)
+    dropped = {a: g["curve"]["dropped_steps"] for a, g in section["algos"].items()
+               if g["curve"]["dropped_steps"]}
+    failed = [r for r in section["runs"] if r["status"] != "finished"]
+    parts = [
+        f"# offrl compare: {d['name']}",
+        "",
+        "> Interrupted: runs stopped before the end are listed as such.\n" if ctx["interrupted"]
+        else "",
+        f"Dataset `{section['dataset']}` ({d['name']}): {d['episodes']} episodes, {d['steps']} "
+        f"steps, episode return {d['return_mean']:.3g} ± {d['return_std']:.3g} (min "
+        f"{d['return_min']:.3g}, max {d['return_max']:.3g}); evaluation env "
+        f"`{section['env']}`{ref}.",
+        "",
+        f"Protocol (the same for every run): {', '.join(map(str, steps))} gradient steps; "
+        f"evaluation {every_text}, "
+        f"{s['eval_episodes']} episodes each with env seeds {s['eval_seed']} + j for episode "
+        f"j (the same episodes for every algorithm and seed){target_text}. "
+        f"Score: {label}.",
+        "",
+        "## Results",
+        "",
+        main_table,
+        "",
+        f"Mean ± sample std (n - 1) over the seeds that finished. final: the evaluation after "
+        f"the last gradient step; best: each run's highest evaluation (picked with online "
+        f"evaluations, so optimistic for an offline method). wall s: the whole `offrl train` "
+        f"process (data loading, training, evaluations, checkpoints); updates/s: gradient "
+        f"steps per second of training alone, {ctx['parallel']} run(s) sharing "
+        f"{ctx['cpu_count']} cores, {ctx['threads_per_run']} torch thread(s) each.",
+        "",
+        f"![{label} curves](curves_score.png)",
+        "",
+        "![return curves](curves_return.png)",
+        "",
+        "Curves: mean over seeds with a ± std band, at the evaluation steps all finished seeds "
+        "share" + (f" (steps dropped: {dropped})" if dropped else "") + ".",
+        "",
+        "## Runs",
+        "",
+        run_table,
+        "",
+    ]
+    if failed:
+        parts += ["## Runs that did not finish", ""]
+        for r in failed:
+            parts += [f"### {_label(r['algo'])} seed {r['seed']}: {r['status']} "
+                      f"(exit code {r['returncode']})", ""]
+            if r["error"]:
+                parts += [f"Error: {r['error']}", ""]
+            parts += [f"Last lines of `{r['log']}`:", "", "```", r["log_tail"] or "(empty)",
+                      "```", ""]
+    parts += ["## Commands", "", "```", ctx["command"], "```", "", "Each run:", "", "```",
+              *(r["command"] for r in section["runs"]), "```", ""]
+    parts += _environment(ctx)
+    return "\n".join(parts)
+
+
+def _environment(ctx: dict[str, Any]) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
+    return ["## Environment", "",
+            f"{ctx['date']}; {ctx['platform']}; {ctx['cpu_count']} CPU cores; "
+            f"{ctx['parallel']} runs at a time, {ctx['threads_per_run']} torch thread(s) each; "
+            f"all runs took {ctx['wall_s']:.0f} s.", "", f"Versions: {versions}.", ""]
+
+
+def _results(sections: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
+    return json.dumps({"format": RESULTS_FORMAT, "context": ctx, "datasets": sections},
+                      indent=1, default=str) + "\n"
+
+
+def write_section(section: dict[str, Any], ctx: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_curves(section, "curve", folder / "curves_score.png")
+    plot_curves(section, "return_curve", folder / "curves_return.png")
+    _write(folder / "results.json", _results([section], ctx))
+    _write(folder / "report.md", render_section(section, ctx))
+
+
+def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path) -> None:
+    """Top-level report of a suite: one row per dataset, one column per algorithm (final
+    score, mean ± std over seeds), linking each dataset's own report."""
+    algos = list(dict.fromkeys(a for s in sections for a in s["algos"]))
+    rows = []
+    for s in sections:
+        scale, digits = _scale(s["metric"]), 1 if s["metric"] != "return_mean" else 2
+        cells = []
+        for a in algos:
+            agg = s["algos"].get(a)
+            cell = fmt_stats(agg["final_score"], scale, digits) if agg else "not run"
+            if agg and agg["finished"] < agg["runs"]:
+                cell += f" ({agg['finished']}/{agg['runs']} seeds)"
+            cells.append(cell)
+        rows.append([f"[{s['name']}]({s['name']}/report.md)", s["metric_label"], *cells])
+    text = "\n".join([
+        "# offrl compare: suite", "",
+        "> Interrupted: some runs were stopped before the end.\n" if ctx["interrupted"] else "",
+        "Final score after the last gradient step, mean ± sample std over seeds (finished "
+        "runs); each dataset's report has best scores, raw returns, timings, learning curves "
+        "and the exact commands.", "",
+        _table(["dataset", "score", *(_label(a) for a in algos)], rows), "",
+        "## Command", "", "```", ctx["command"], "```", "", *_environment(ctx)])
+    _write(out / "results.json", _results(sections, ctx))
+    _write(out / "report.md", text)

@@ -1,0 +1,343 @@
+"""`offrl compare`: a real end-to-end comparison (subprocesses, one run diverging on purpose),
+the numbers of results.json recomputed naively from each run's metrics.jsonl, --resume,
+output-folder refusal, aggregation against hand-computed values, and suite parsing."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from offrl.cli import main
+from offrl.compare import (
+    DEFAULTS,
+    PLAN_FILE,
+    CompareError,
+    DatasetPlan,
+    MetricsTail,
+    Run,
+    Settings,
+    config_paths,
+    load_suite,
+    plan_runs,
+    prepare_out,
+    split_algos,
+    status_line,
+)
+from offrl.compare_report import aggregate, mean_curve, pick_metric, score_run, seed_stats
+from offrl.config import RunConfig, dump_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = REPO / "experiments" / "suites"
+LINEAR = "tests.trainer_helpers:LinearBC"  # test double with a NaN switch
+
+
+def _tiny_configs(folder: Path) -> str:
+    """Tiny per-algo YAML configs (wiring, not learning); returns the {algo} template."""
+    from offrl.algorithms.bc import BCConfig
+    from offrl.algorithms.dt import DTConfig
+    from tests.trainer_helpers import LinearBCConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    configs = {
+        "bc": RunConfig(algo="bc", algo_config=BCConfig(batch_size=8, hidden=(16,))),
+        "dt": RunConfig(algo="dt", algo_config=DTConfig(batch_size=8, context=4, embed_dim=16,
+                                                        num_layers=1, num_heads=1)),
+    }
+    for algo, cfg in configs.items():
+        (folder / f"{algo}.yaml").write_text(dump_yaml(cfg))
+    nan = RunConfig(algo=LINEAR, algo_config=LinearBCConfig(batch_size=8, nan_at_step=4))
+    (folder / "nan.yaml").write_text(dump_yaml(nan))
+    return str(folder / "{algo}.yaml")
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory) -> dict:
+    """One real comparison: bc and dt x 2 seeds, plus a LinearBC run that diverges."""
+    from offrl.datasets.collect import collect_dataset
+
+    root = tmp_path_factory.mktemp("compare")
+    data, _ = collect_dataset("keytodoor/tiny-v0", "offrl/KeyToDoor-v0", "random", 30, seed=0,
+                              root=root / "minari", progress=False)
+    template = _tiny_configs(root / "configs")
+    out = root / "out"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTHONPATH", str(REPO))  # the children import the tests' LinearBC
+    try:
+        code = main(["compare", "--dataset", str(data), "--algos", f"bc,dt,{LINEAR}",
+                     "--seeds", "2", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
+                     "--config", template, "--config", f"{LINEAR}={root / 'configs/nan.yaml'}",
+                     "--parallel", "6", "--out", str(out), "--no-progress"])
+    finally:
+        mp.undo()
+    return {"code": code, "out": out, "data": data, "template": template}
+
+
+@pytest.mark.slow
+def test_end_to_end_numbers_match_the_runs(comparison) -> None:
+    out = comparison["out"]
+    assert comparison["code"] == 1  # the diverged runs make the comparison fail ...
+    for name in ("report.md", "results.json", "curves_score.png", "curves_return.png",
+                 PLAN_FILE):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    (section,) = results["datasets"]
+    assert section["metric"] == "success_rate"  # Key-to-Door reports success
+    assert section["description"]["episodes"] == 30
+
+    for algo in ("bc", "dt"):  # ... but every other run finished and is reported
+        runs = [r for r in section["runs"] if r["algo"] == algo]
+        assert [r["status"] for r in runs] == ["finished", "finished"]
+        curves, finals, bests, returns = [], [], [], []
+        for r in runs:
+            assert f"--eval-seed {1_000_000}" in r["command"]  # the same episodes for all
+            rows = [json.loads(line) for line in
+                    (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+            evals = [row for row in rows if "eval/success_rate" in row]
+            assert [row["step"] for row in evals] == [3, 6]
+            curves.append([row["eval/success_rate"] for row in evals])
+            finals.append(evals[-1]["eval/success_rate"])
+            bests.append(max(curves[-1]))
+            returns.append(evals[-1]["eval/return_mean"])
+            summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
+            assert r["updates_per_s"] == summary["updates_per_s"]
+            assert r["wall_s"] > summary["wall_time_s"] > 0  # the process outlives the loop
+        agg = section["algos"][algo]
+        assert agg["final_score"]["mean"] == pytest.approx(statistics.mean(finals))
+        assert agg["final_score"]["std"] == pytest.approx(statistics.stdev(finals))
+        assert agg["best_score"]["mean"] == pytest.approx(statistics.mean(bests))
+        assert agg["final_return"]["mean"] == pytest.approx(statistics.mean(returns))
+        assert agg["curve"]["step"] == [3, 6]
+        for i in range(2):
+            column = [c[i] for c in curves]
+            assert agg["curve"]["mean"][i] == pytest.approx(statistics.mean(column))
+            assert agg["curve"]["std"][i] == pytest.approx(statistics.stdev(column))
+
+    bad = [r for r in section["runs"] if r["algo"] == LINEAR]
+    assert [r["status"] for r in bad] == ["diverged", "diverged"]
+    assert all(r["returncode"] == 1 and "became nan" in r["error"] for r in bad)
+    assert section["algos"][LINEAR]["finished"] == 0
+    report = (out / "report.md").read_text()
+    assert "## Runs that did not finish" in report and "became nan" in report
+    assert "seeds finished" in report and "| BC | " in report and "0/2" in report
+    assert "offrl compare --dataset" in report and "-m offrl.cli train --algo dt" in report
+    assert "torch 2." in report  # library versions
+
+
+@pytest.mark.slow
+def test_resume_keeps_finished_runs_and_refuses_a_bare_rerun(comparison, capsys) -> None:
+    out, data = comparison["out"], comparison["data"]
+    args = ["compare", "--dataset", str(data), "--algos", "bc,dt", "--seeds", "2", "--steps", "6",
+            "--eval-every", "3", "--eval-episodes", "2", "--config", comparison["template"],
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 2  # the folder exists: neither --force nor --resume
+    assert "exists and is not empty" in capsys.readouterr().err
+    logs = {p: p.stat().st_mtime_ns for p in (out / "logs").glob("*.log")}
+    assert main([*args, "--resume"]) == 0  # all four finished earlier: nothing reruns
+    assert {p: p.stat().st_mtime_ns for p in (out / "logs").glob("*.log")} == logs
+    section = json.loads((out / "results.json").read_text())["datasets"][0]
+    assert [r["status"] for r in section["runs"]] == ["finished"] * 4
+
+
+def test_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--suite", "--algos", "--seeds", "--steps", "--env", "--config",
+                 "--parallel", "--threads", "--out", "--eval-every", "--eval-episodes",
+                 "--force", "--resume", "--target-returns"):
+        assert flag in text, flag
+
+
+def test_bad_arguments_are_named(capsys, tmp_path) -> None:
+    assert main(["compare", "--algos", "bc"]) == 2
+    assert "--dataset SOURCE or --suite" in capsys.readouterr().err
+    assert main(["compare", "--dataset", str(tmp_path / "missing"), "--algos", "bc",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing made before the inputs are checked
+    with pytest.raises(CompareError, match="listed twice"):
+        split_algos(["dt,bc", "dt"])
+
+
+# ---- output folder ---------------------------------------------------------------------------
+
+
+def test_prepare_out_refuses_force_deletes_only_compare_folders(tmp_path) -> None:
+    out = tmp_path / "out"
+    prepare_out(out, force=False, resume=False)  # new: created
+    assert out.is_dir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CompareError, match="--force"):
+        prepare_out(out, force=False, resume=False)
+    with pytest.raises(CompareError, match="not made by offrl compare"):
+        prepare_out(out, force=True, resume=False)  # never deletes a foreign folder
+    with pytest.raises(CompareError, match="not an offrl compare output"):
+        prepare_out(out, force=False, resume=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / PLAN_FILE).write_text("{}")
+    prepare_out(out, force=False, resume=True)  # resume keeps everything
+    assert (out / "notes.txt").exists()
+    prepare_out(out, force=True, resume=False)
+    assert out.is_dir() and not any(out.iterdir())
+    with pytest.raises(CompareError, match="one of them"):
+        prepare_out(out, force=True, resume=True)
+
+
+# ---- aggregation -----------------------------------------------------------------------------
+
+
+def _run(algo: str, seed: int, status: str, steps: list[int], scores: list[float],
+         returns: list[float] | None = None, total: int = 30, **extra) -> dict:
+    rows = [{"step": s, "eval/return_mean": r, "eval/normalized_score": x}
+            for s, x, r in zip(steps, scores, returns or [10 * x for x in scores], strict=True)]
+    return {"algo": algo, "seed": seed, "status": status, "total_steps": total,
+            "eval_rows": rows, "wall_s": extra.get("wall_s", 1.0),
+            "updates_per_s": extra.get("ups", 100.0)}
+
+
+def test_seed_stats_and_mean_curve_by_hand() -> None:
+    s = seed_stats([1.0, 2.0, 6.0, None])
+    assert s["mean"] == pytest.approx(3.0) and s["n"] == 3
+    assert s["std"] == pytest.approx(math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))
+    one = seed_stats([4.0])
+    assert one["mean"] == 4.0 and one["std"] is None
+    assert seed_stats([])["mean"] is None
+    # unequal eval steps: only the steps both runs have are averaged; the rest is reported
+    c = mean_curve([{"step": [10, 20, 30], "score": [1.0, 2.0, 3.0]},
+                    {"step": [10, 30, 40], "score": [3.0, 7.0, 9.0]}])
+    assert c["step"] == [10, 30] and c["dropped_steps"] == [20, 40]
+    assert c["mean"] == pytest.approx([2.0, 5.0])
+    assert c["std"] == pytest.approx([math.sqrt(2.0), math.sqrt(8.0)])
+    assert mean_curve([{"step": [1], "score": [5.0]}])["std"] == [None]
+
+
+def test_aggregate_skips_failed_runs_and_scores_by_hand() -> None:
+    runs = [
+        _run("cql", 0, "finished", [10, 20, 30], [20.0, 50.0, 40.0], wall_s=10.0, ups=200.0),
+        _run("cql", 1, "finished", [10, 20, 30], [30.0, 30.0, 60.0], wall_s=14.0, ups=100.0),
+        _run("cql", 2, "diverged", [10], [99.0]),  # higher than any, but it failed
+        _run("dt", 0, "finished", [15, 30], [5.0, 7.0], returns=[1.0, 3.0]),
+    ]
+    assert pick_metric(runs) == "normalized_score"
+    for r in runs:
+        score_run(r, "normalized_score")
+    assert runs[0]["final_score"] == 40.0 and runs[0]["best_score"] == 50.0
+    assert runs[0]["best_step"] == 20 and runs[1]["best_step"] == 30
+    assert runs[2]["final_score"] is None and runs[2]["best_score"] == 99.0
+    agg = aggregate(runs, ["cql", "dt", "bc"])
+    cql = agg["cql"]
+    assert (cql["runs"], cql["finished"]) == (3, 2)
+    assert cql["final_score"]["mean"] == pytest.approx(50.0)
+    assert cql["final_score"]["std"] == pytest.approx(math.sqrt(200.0))
+    assert cql["best_score"]["mean"] == pytest.approx(55.0)
+    assert cql["final_return"]["mean"] == pytest.approx(500.0)
+    assert cql["wall_s"]["mean"] == 12.0 and cql["updates_per_s"]["mean"] == 150.0
+    assert cql["curve"]["mean"] == pytest.approx([25.0, 40.0, 50.0])
+    assert agg["dt"]["final_return"]["mean"] == 3.0 and agg["dt"]["final_score"]["std"] is None
+    assert agg["bc"]["runs"] == 0 and agg["bc"]["final_score"]["mean"] is None
+    # a "finished" run whose last evaluation is not at its last step has no final score
+    short = _run("bc", 0, "finished", [10], [1.0])
+    score_run(short, "normalized_score")
+    assert short["final_score"] is None
+    success = [{"eval_rows": [{"step": 1, "eval/success_rate": 0.5, "eval/return_mean": 0.5}]}]
+    assert pick_metric(success) == "success_rate"
+
+
+# ---- plans, configs, suites, progress -------------------------------------------------------
+
+
+def test_config_paths_and_plan(tmp_path) -> None:
+    template = _tiny_configs(tmp_path / "configs")
+    paths = config_paths([template, f"dt={tmp_path / 'configs/bc.yaml'}"], ["bc", "dt"])
+    assert paths == {"bc": tmp_path / "configs/bc.yaml", "dt": tmp_path / "configs/bc.yaml"}
+    assert config_paths([], ["bc"]) == {"bc": None}  # the algorithm's defaults
+    with pytest.raises(CompareError, match="cql.yaml' for cql not found"):
+        config_paths([template], ["bc", "cql"])
+    with pytest.raises(CompareError, match="not among the algorithms"):
+        config_paths(["pbc=x.yaml"], ["bc"])
+    with pytest.raises(CompareError, match="ALGO=PATH"):
+        config_paths(["x.yaml"], ["bc"])
+    with pytest.raises(CompareError, match="is for algo 'bc', not 'dt'"):
+        plan_runs(DatasetPlan("d", "src", None, Settings(
+            algos=("dt",), config=(f"dt={tmp_path / 'configs/bc.yaml'}",)).over(DEFAULTS)),
+            tmp_path, 1)
+    plan = DatasetPlan("d", "src", "offrl/KeyToDoor-v0", Settings(
+        algos=("bc", "dt"), seeds=2, first_seed=5, config=(template,), eval_episodes=4,
+        target_returns=(1.0,)).over(DEFAULTS))
+    runs = plan_runs(plan, tmp_path / "o", threads=2)
+    assert [(r.algo, r.seed) for r in runs] == [("bc", 5), ("dt", 5), ("bc", 6), ("dt", 6)]
+    cmd = runs[1].command
+    flag = {cmd[i]: cmd[i + 1] for i in range(3, len(cmd) - 1) if cmd[i].startswith("--")}
+    assert flag["--steps"] == str(RunConfig.total_steps)  # the config's total_steps
+    assert flag["--eval-every"] == str(RunConfig.total_steps // 10)
+    assert flag["--num-eval-episodes"] == "4" and flag["--num-eval-envs"] == "4"
+    assert flag["--eval-seed"] == "1000000" and flag["--target-returns"] == "1"
+    assert flag["--env"] == "offrl/KeyToDoor-v0" and flag["--num-threads"] == "2"
+    assert flag["--run-dir"] == str(tmp_path / "o" / "runs" / "dt" / "seed5")
+
+
+def test_suite_precedence_and_errors(tmp_path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text("algos: dt,bc\nseeds: 2\nsteps: 100\neval_episodes: 5\n"
+                     "datasets:\n"
+                     "  - {dataset: 'minari:a/b-v0', env: E-v0}\n"
+                     "  - {name: second, dataset: x.hdf5, steps: 7, algos: [bc],"
+                     " config: {bc: c.yaml}}\n")
+    first, second = load_suite(suite, Settings(seeds=1))
+    assert (first.name, first.dataset, first.env) == ("a-b-v0", "minari:a/b-v0", "E-v0")
+    assert first.settings.algos == ("dt", "bc") and first.settings.steps == 100
+    assert first.settings.seeds == 1  # the command line wins over the suite
+    assert first.settings.eval_seed == DEFAULTS.eval_seed  # built-in default
+    assert (second.name, second.settings.steps, second.settings.algos) == ("second", 7, ("bc",))
+    assert second.settings.config == ("bc=c.yaml",) and second.settings.eval_episodes == 5
+
+    def error(text: str) -> str:
+        suite.write_text(text)
+        with pytest.raises(CompareError) as exc:
+            load_suite(suite)
+        return str(exc.value)
+
+    assert "unknown key(s) ['step']" in error("step: 5\ndatasets: [{dataset: a}]\n")
+    msg = error("datasets:\n  - {dataset: a, evals: 3}\n")
+    assert "datasets[0]" in msg and "unknown key(s) ['evals']" in msg
+    assert "'dataset'" in error("datasets:\n  - {env: E-v0}\n")
+    assert "'seeds' must be an integer" in error("seeds: three\ndatasets: [{dataset: a}]\n")
+    assert "used twice" in error("datasets: [{dataset: a}, {dataset: a}]\n")
+    assert "non-empty list" in error("algos: [dt]\n")
+    assert "not found" in str(pytest.raises(CompareError, load_suite, tmp_path / "no.yaml").value)
+
+
+def test_shipped_suites_plan(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(REPO)  # their config paths are relative to the repository root
+    suites = sorted(SUITES.glob("*.yaml"))
+    assert len(suites) >= 2
+    for path in suites:
+        for plan in load_suite(path):
+            runs = plan_runs(plan, tmp_path / plan.name, threads=1)
+            assert len(runs) == len(plan.settings.algos) * plan.settings.seeds
+            assert all(r.config is not None for r in runs)
+
+
+def test_metrics_tail_and_status_line(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    tail.poll()  # no file yet
+    assert tail.step == 0
+    path.write_text('{"step": 10, "train/loss": 1.0}\n{"step": 20, "eval/success_rate": 0.25')
+    tail.poll()
+    assert tail.step == 10 and tail.eval_score is None  # the cut line waits for its end
+    with open(path, "a") as f:
+        f.write(', "eval/return_mean": 0.25}\n')
+    tail.poll()
+    assert tail.step == 20 and tail.eval_score == ("success_rate", 0.25)
+    run = Run("d", "dt", 0, 40, [], tmp_path, tmp_path / "l", tmp_path / "r", show_dataset=False)
+    assert "queued" in status_line(run, 0.0)
+    run.started, run.tail = 100.0, tail
+    line = status_line(run, 110.0)
+    assert line.startswith("dt/seed0  20/40") and "success_rate 0.25 @20" in line
+    assert "ETA 10s" in line
