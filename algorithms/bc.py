@@ -12,7 +12,7 @@ from torch import nn
 from offrl.algorithms.base import FeedForwardPolicy, OfflineAlgorithm
 from offrl.datasets.core import EpisodeDataset
 from offrl.datasets.samplers import TransitionSampler
-from offrl.nn import mlp, weight_decay_groups
+from offrl.nn import mlp, optimizer_kwargs, weight_decay_groups
 from offrl.types import TransitionBatch
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -85,7 +85,8 @@ class BC(OfflineAlgorithm):
         self.policy_net = mlp(s.obs_dim, c.hidden, out).to(self.device)
         self.nets = nn.ModuleDict({"policy": self.policy_net})
         self.optimizers = {"policy": torch.optim.AdamW(
-            weight_decay_groups(self.policy_net, c.weight_decay), lr=c.learning_rate)}
+            weight_decay_groups(self.policy_net, c.weight_decay), lr=c.learning_rate,
+            **optimizer_kwargs(self.device))}
 
     def make_sampler(self, dataset: EpisodeDataset, seed: int) -> TransitionSampler:
         return TransitionSampler(dataset, self.config.batch_size, seed, self.device)
@@ -101,7 +102,7 @@ class BC(OfflineAlgorithm):
         return torch.tanh(out), None
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
-        self.policy_net.train()
+        self.train_mode()
         obs = self.normalize_obs(batch.observations)
         pred, log_std = self._head(obs)
         if self.spaces.discrete:

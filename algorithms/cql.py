@@ -14,7 +14,7 @@ from torch import nn
 from offrl.algorithms.base import FeedForwardPolicy, OfflineAlgorithm, SpaceSpec
 from offrl.datasets.core import EpisodeDataset
 from offrl.datasets.samplers import TransitionSampler
-from offrl.nn import CriticEnsemble, mlp, soft_update
+from offrl.nn import CriticEnsemble, mlp, optimizer_kwargs, soft_update
 from offrl.types import TransitionBatch
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -169,20 +169,22 @@ class ContinuousCQL(CQL):
         self.nets = nn.ModuleDict({"actor": self.actor, "critic": self.critic,
                                    "critic_target": self.critic_target,
                                    "scalars": self.scalars})
+        fused = optimizer_kwargs(dev)
         self.optimizers = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr),
-            "alpha": torch.optim.Adam([self.scalars["log_alpha"]], lr=c.alpha_lr),
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, **fused),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, **fused),
+            "alpha": torch.optim.Adam([self.scalars["log_alpha"]], lr=c.alpha_lr, **fused),
         }
         if c.lagrange:
             self.optimizers["cql_alpha"] = torch.optim.Adam([self.scalars["log_cql_alpha"]],
-                                                            lr=c.cql_alpha_lr)
+                                                            lr=c.cql_alpha_lr, **fused)
         self.target_entropy = (-float(s.act_dim) if c.target_entropy is None
                                else float(c.target_entropy))
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
         n = c.num_sampled_actions
+        self.train_mode()
         obs = self.normalize_obs(batch.observations)  # (B, D)
         next_obs = self.normalize_obs(batch.next_observations)  # (B, D)
         act = self.actions.to_unit(batch.actions)  # (B, A) in [-1, 1]

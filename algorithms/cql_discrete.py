@@ -10,7 +10,7 @@ from torch import nn
 
 from offrl.algorithms.base import FeedForwardPolicy
 from offrl.algorithms.cql import CQL
-from offrl.nn import mlp, soft_update
+from offrl.nn import mlp, optimizer_kwargs, soft_update
 from offrl.types import TransitionBatch
 
 
@@ -24,10 +24,12 @@ class DiscreteCQL(CQL):
         self.q_net = mlp(s.obs_dim, c.critic_hidden, s.n).to(self.device)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         self.nets = nn.ModuleDict({"q": self.q_net, "q_target": self.q_target})
-        self.optimizers = {"critic": torch.optim.Adam(self.q_net.parameters(), lr=c.critic_lr)}
+        self.optimizers = {"critic": torch.optim.Adam(self.q_net.parameters(), lr=c.critic_lr,
+                                                         **optimizer_kwargs(self.device))}
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
+        self.train_mode()
         obs = self.normalize_obs(batch.observations)  # (B, D)
         next_obs = self.normalize_obs(batch.next_observations)
         with torch.no_grad():
