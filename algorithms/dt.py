@@ -18,6 +18,7 @@ from offrl.algorithms.base import (
     env_max_episode_steps,
     is_mujoco_like,
 )
+from offrl.algorithms.dt_cache import DTKVCache
 from offrl.datasets.core import EpisodeDataset
 from offrl.datasets.samplers import SequenceSampler
 from offrl.nn import TransformerBlock, gpt_init, weight_decay_groups
@@ -77,6 +78,10 @@ class DTConfig:
     target_return: float | None = None
     """Default return-to-go target when acting. None = the env facts table's first target,
     else the best episode return in the dataset."""
+    kv_cache: bool = False
+    """Act with a key/value cache (`offrl.algorithms.dt_cache`): ~10x less compute per step,
+    exact while t < K, a documented deviation once the window slides. Off = the reference's
+    full K-step recomputation."""
     max_timestep: int | None = None
     """Size of the timestep embedding. None = the larger of the longest episode in the data
     and the env's time limit; later timesteps reuse the last embedding."""
@@ -152,10 +157,50 @@ class DecisionTransformer(nn.Module):
             if return_attention:
                 maps.append(w)
         x = self.ln_f(x).view(b, k, 3, -1)[:, :, 1]  # (B, K, h) state tokens
+        return (self._head(x), maps) if return_attention else self._head(x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         out = self.action_head(x)
-        if not self.discrete:
-            out = torch.tanh(out)
-        return (out, maps) if return_attention else out
+        return out if self.discrete else torch.tanh(out)
+
+    def predict_last(
+        self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor, mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """`forward(...)[:, -1]` (the prediction from the last state token) for acting, with
+        the work nothing reads left out: the last action token (no earlier token attends to
+        it), and in the last block every query but that state token's, plus its MLP, final
+        LayerNorm and head. Same inputs as `forward`; eval mode (no dropout) only. Saves
+        about a third of the compute of a 3-layer model; tests check it against `forward`."""
+        if self.training:
+            raise RuntimeError("predict_last is for acting: call model.eval() first")
+        b, k = mask.shape
+        if k > self.context:
+            raise ValueError(f"sequence length {k} exceeds the context {self.context}")
+        t = self.embed_timestep(timesteps)  # (B, K, h)
+        tokens = torch.stack([
+            self.embed_return(returns_to_go.unsqueeze(-1)) + t,
+            self.embed_state(states) + t,
+            self.embed_action(actions) + t,
+        ], dim=2).reshape(b, 3 * k, -1)[:, :-1]  # (B, L=3K-1, h): ends with s_K
+        x = self.embed_ln(tokens)
+        length = 3 * k - 1
+        key_ok = mask.repeat_interleave(3, dim=1)[:, :-1]  # (B, L)
+        attn_mask = (self.causal[:length, :length]
+                     & (key_ok[:, None, :] | self.eye[:length, :length]))[:, None]  # (B,1,L,L)
+        for block in self.blocks[:-1]:
+            x, _ = block(x, attn_mask)
+        last = self.blocks[-1]
+        attn, d = last.attn, x.shape[-1]
+        nh = attn.num_heads
+        xn = last.ln1(x)
+        w, bias = attn.qkv.weight, attn.qkv.bias  # rows: q, k, v
+        q = F.linear(xn[:, -1:], w[:d], bias[:d]).view(b, 1, nh, d // nh).transpose(1, 2)
+        kv = F.linear(xn, w[d:], bias[d:]).view(b, length, 2, nh, d // nh).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=attn_mask[:, :, -1:])
+        h = x[:, -1] + attn.out_proj(y.transpose(1, 2).reshape(b, d))  # (B, h)
+        h = h + last.mlp(last.ln2(h))
+        return self._head(self.ln_f(h))  # (B, A) or (B, n)
 
 
 class DT(OfflineAlgorithm):
@@ -257,10 +302,12 @@ class DTPolicy:
     the chosen action back into the buffer. The buffers are public for inspection/tests.
     """
 
-    def __init__(self, algo: DT, num_envs: int) -> None:
+    def __init__(self, algo: DT, num_envs: int, kv_cache: bool | None = None) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.algo, self.num_envs = algo, num_envs
+        use_cache = algo.config.kv_cache if kv_cache is None else kv_cache
+        self.cache = DTKVCache(algo.model, num_envs) if use_cache else None
         s, k, dev = algo.spaces, algo.config.context, algo.device
         n = num_envs
         self.states = torch.zeros(n, k, s.obs_dim, device=dev)  # normalized
@@ -285,8 +332,10 @@ class DTPolicy:
             buf[rows] = 0
         self.raw_return_to_go[m] = float(target)
         self.t[m] = 0
+        if self.cache is not None:
+            self.cache.reset(rows)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: np.ndarray, last_reward: np.ndarray) -> np.ndarray:
         algo = self.algo
         check_policy_inputs(obs, last_reward, self.num_envs, algo.spaces.obs_shape)
@@ -305,13 +354,14 @@ class DTPolicy:
         self.timesteps[:, -1] = torch.as_tensor(np.minimum(self.t, max_t), device=dev)
         self.mask[:, -1] = True
         model = algo.model
-        was_training = model.training
-        model.eval()
-        try:
-            pred = model(self.states, self.actions, self.returns_to_go, self.timesteps,
-                         self.mask)[:, -1]  # (N, A) or (N, n)
-        finally:
-            model.train(was_training)
+        if model.training:  # `DT.update` switches back; toggling per call cost ~1/3 of act
+            model.eval()
+        if self.cache is None:
+            pred = model.predict_last(self.states, self.actions, self.returns_to_go,
+                                      self.timesteps, self.mask)  # (N, A) or (N, n)
+        else:
+            pred = self.cache.step(self.actions[:, -2], self.returns_to_go[:, -1],
+                                   self.states[:, -1], torch.as_tensor(self.t, device=dev))
         self.t += 1
         if algo.spaces.discrete:
             action = pred.argmax(dim=-1)  # (N,)

@@ -1,0 +1,93 @@
+"""Key/value cache for acting with a Decision Transformer: each step embeds only the three
+new tokens (a_{t-1}, R_t, s_t) and attends over cached keys and values, instead of
+re-running the whole K-step window.
+
+Exactness. While an episode is shorter than the context (t < K), the result equals
+`DecisionTransformer.predict_last` on the left-padded window (tested): the causal mask means
+a token's keys and values never depend on later tokens. Once the window slides (t >= K) it is
+a DEVIATION from the reference: the reference recomputes every token from the last K steps
+only, whereas cached keys and values of layers 2+ were computed when their token was new and
+so still carry information from steps that have since left the window (the sliding-window
+attention of streaming LLM inference). Its first layer stays exact. It is therefore opt-in
+(`DTConfig.kv_cache`); measure returns both ways before relying on it.
+
+Layout. One ring of 3K token slots per layer, shared by all N envs, which act in lockstep:
+every call writes its three tokens into the next three slots (K calls fill the ring, so the
+three new slots are always contiguous). A slot is a valid key for env n when its token
+belongs to one of env n's last K steps since its last reset (`slot_step`); the one extra
+slot a ring of 3K holds beyond the reference's 3K-1 tokens (a_{t-K}) fails that test.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:  # dt.py imports this module
+    from offrl.algorithms.dt import DecisionTransformer
+
+_EMPTY = -(2**62)  # slot_step of slots that hold no token of the current episode
+
+
+class DTKVCache:
+    """Per-layer keys/values (L, N, H, 3K, hd) plus the env step each slot belongs to."""
+
+    def __init__(self, model: DecisionTransformer, num_envs: int) -> None:
+        attn = model.blocks[0].attn
+        d = model.embed_ln.normalized_shape[0]
+        nh = attn.num_heads
+        slots = 3 * model.context
+        dev = model.embed_ln.weight.device
+        shape = (len(model.blocks), num_envs, nh, slots, d // nh)
+        self.model, self.num_envs, self.slots = model, num_envs, slots
+        self.keys = torch.zeros(shape, device=dev)
+        self.values = torch.zeros(shape, device=dev)
+        self.slot_step = torch.full((num_envs, slots), _EMPTY, dtype=torch.int64, device=dev)
+        self.ptr = 0
+        # Among the three new tokens, token j may see new tokens 0..j only.
+        self.new_causal = torch.ones(3, 3, dtype=torch.bool, device=dev).tril()
+
+    def reset(self, rows: torch.Tensor) -> None:
+        """Forget everything cached for the envs in `rows` (bool (N,))."""
+        self.slot_step[rows] = _EMPTY
+
+    def step(self, prev_action: torch.Tensor, rtg: torch.Tensor, state: torch.Tensor,
+             t: torch.Tensor) -> torch.Tensor:
+        """Act for every env: prev_action (N, A) or (N,) = a_{t-1} in model units (ignored
+        where t == 0), rtg (N,) scaled R_t, state (N, D) normalized s_t, t (N,) int64 steps
+        since reset -> prediction (N, A) or logits (N, n) from the s_t token."""
+        m = self.model
+        n = self.num_envs
+        last = m.embed_timestep.num_embeddings - 1  # later steps reuse the last embedding
+        e_now = m.embed_timestep(t.clamp(max=last))  # (N, h)
+        x = torch.stack([
+            m.embed_action(prev_action) + m.embed_timestep((t - 1).clamp(0, last)),
+            m.embed_return(rtg.unsqueeze(-1)) + e_now,
+            m.embed_state(state) + e_now,
+        ], dim=1)  # (N, 3, h): a_{t-1}, R_t, s_t
+        x = m.embed_ln(x)
+        new = slice(self.ptr, self.ptr + 3)
+        self.slot_step[:, new] = torch.stack(
+            [torch.where(t > 0, t - 1, _EMPTY), t, t], dim=1)
+        # Keys of env n's last K steps (the reference's window); (N, 1, 3, 3K) with the
+        # causal order among the new tokens and each query allowed to see itself.
+        window = self.slot_step > (t - m.context).unsqueeze(1)  # (N, 3K)
+        allowed = window.unsqueeze(1).repeat(1, 3, 1)  # (N, 3, 3K)
+        allowed[:, :, new] &= self.new_causal
+        allowed[:, :, new] |= torch.eye(3, dtype=torch.bool, device=allowed.device)
+        allowed = allowed.unsqueeze(1)
+        for i, block in enumerate(m.blocks):
+            attn = block.attn
+            d = x.shape[-1]
+            nh = attn.num_heads
+            q, k, v = attn.qkv(block.ln1(x)).view(n, 3, 3, nh, d // nh).permute(2, 0, 3, 1, 4)
+            self.keys[i, :, :, new] = k  # (N, H, 3, hd)
+            self.values[i, :, :, new] = v
+            y = F.scaled_dot_product_attention(q, self.keys[i], self.values[i],
+                                               attn_mask=allowed)  # (N, H, 3, hd)
+            x = x + attn.out_proj(y.transpose(1, 2).reshape(n, 3, d))
+            x = x + block.mlp(block.ln2(x))
+        self.ptr = (self.ptr + 3) % self.slots
+        return m._head(m.ln_f(x[:, 2]))
