@@ -214,9 +214,7 @@ class ContinuousCQL(CQL):
 
         # One critic pass over data, uniform, pi(s) and pi(s') actions, all at s.
         acts = torch.cat([act[:, None], rand_a, cur_a, next_a[:, :n]], dim=1)  # (B, 1+3n, A)
-        obs_rep = obs[:, None].expand(-1, 1 + 3 * n, -1)
-        q = self.critic(obs_rep.reshape(-1, obs.shape[-1]), acts.reshape(-1, a_dim))
-        q = q.view(-1, b, 1 + 3 * n)  # (E, B, 1+3n)
+        q = self.critic(obs, acts)  # (E, B, 1+3n)
         q_data = q[:, :, 0]  # (E, B)
         td_loss = (q_data - y).pow(2).mean(dim=1).sum()
         # Importance weights: uniform density (1/2)^A on [-1, 1]^A, policy densities exp(logp).
