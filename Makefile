@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv venv-d3rlpy demo test lint bench clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,26 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+# d3rlpy 2.8.1, the peer of `make bench`, pins gymnasium==1.0.0 (offrl needs >= 1.1): it gets
+# its own venv. torch first and pinned, for the same reason as above.
+D3RLPY_VENV := .venv-d3rlpy
+D3RLPY_STAMP := $(D3RLPY_VENV)/.installed
+
+venv-d3rlpy: $(D3RLPY_STAMP)
+
+$(D3RLPY_STAMP):
+	test -x $(D3RLPY_VENV)/bin/python || $(PY) -m venv $(D3RLPY_VENV)
+	$(D3RLPY_VENV)/bin/pip install --quiet --upgrade pip
+	$(D3RLPY_VENV)/bin/pip install --quiet torch==2.13.0
+	$(D3RLPY_VENV)/bin/pip install --quiet d3rlpy==2.8.1 h5py
+	$(D3RLPY_VENV)/bin/python -c "import d3rlpy, h5py, torch; assert d3rlpy.__version__ == '2.8.1'"
+	touch $(D3RLPY_STAMP)
+
+# Data layer, then training/evaluation speed side by side with d3rlpy (benchmarks/bench.py;
+# `$(BIN)/python -m benchmarks.bench --quick` for a smoke run).
+bench: $(STAMP) $(D3RLPY_STAMP)
 	$(BIN)/python benchmarks/data_layer.py
+	$(BIN)/python -m benchmarks.bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,115 @@
+"""Smoke tests of the benchmark harness (benchmarks/): FLOP counting, the chunk pairing, the
+JSON a quick offrl-only run writes, and (when .venv-d3rlpy exists) the d3rlpy worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks import bench
+from benchmarks.data_layer import make_file
+from benchmarks.flops import count_flops, mlp_update_flops
+from benchmarks.train_speed import D3RLPY_PYTHON, D3rlpyWorker, PairedChunks, _ChunksDone
+
+BC_DIMS = (11, 256, 256, 3)  # hopper obs -> BC 256x2 -> action
+
+
+def test_mlp_flops_match_the_counter() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(11, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    x = torch.randn(8, 11)
+    assert count_flops(lambda: net(x).sum().backward()) == mlp_update_flops(8, (11, 32, 3))
+    x.requires_grad_(True)
+    assert count_flops(lambda: net(x).sum().backward()) == mlp_update_flops(
+        8, (11, 32, 3), input_requires_grad=True)
+
+
+def test_cpu_flash_attention_counts_like_the_math_path() -> None:
+    q, k, v = (torch.randn(2, 1, 12, 16, requires_grad=True) for _ in range(3))
+    causal = torch.ones(12, 12, dtype=torch.bool).tril()
+
+    def flash() -> None:  # is_causal without a mask: the CPU flash kernel
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+
+    def math() -> None:  # an explicit mask: decomposed into bmm / softmax / bmm
+        F.scaled_dot_product_attention(q, k, v, attn_mask=causal).sum().backward()
+
+    assert count_flops(math) > 0
+    assert count_flops(flash) == count_flops(math)
+
+
+class FakePeer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def run(self, updates: int, threads: int) -> float:
+        self.calls.append((updates, threads))
+        return 0.5
+
+
+def test_paired_chunks_interleave_and_stop() -> None:
+    peer = FakePeer()
+    hook = PairedChunks(warmup=3, repeats=2, threads=1, updates=4, peer=peer)  # type: ignore[arg-type]
+    with pytest.raises(_ChunksDone):
+        for step in range(1, hook.max_steps(10)):
+            hook(None, step)
+    assert step == 3 + 2 * 4  # stopped right after the last chunk
+    assert peer.calls == [(3, 1), (4, 1), (4, 1)]  # warm-up, then one chunk per offrl chunk
+    assert len(hook.offrl_s) == 2 and hook.peer_s == [0.5, 0.5]
+
+
+def test_paired_chunks_size_from_warmup_rates() -> None:
+    peer = FakePeer()  # 3 updates in 0.5 s: 6 updates/s, far slower than the loop below
+    hook = PairedChunks(warmup=3, repeats=1, threads=2, chunk_s=0.01, min_updates=2,
+                        peer=peer)  # type: ignore[arg-type]
+    with pytest.raises(_ChunksDone):
+        for step in range(1, 10_000_000):
+            hook(None, step)
+    assert hook.updates is not None and hook.updates > 6  # sized by the faster side
+    assert peer.calls[1] == (hook.updates, 2)
+
+
+def test_quick_offrl_run_writes_the_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = bench.main(["--quick", "--steps", "2000", "--algos", "bc", "--threads", "1",
+                       "--skip", "eval,d3rlpy", "--cache-dir", str(tmp_path / "cache"),
+                       "--out", str(out)])
+    assert code == 0
+    result: dict[str, Any] = json.loads(out.read_text())
+    machine = result["machine"]
+    assert machine["cores"] >= 1 and machine["cpu_model"] and machine["torch"] == torch.__version__
+    assert len(machine["load_average_start"]) == 3
+    peak = result["matmul_peak_gflop_per_s"]["1"]
+    assert peak["fp32"] > 0 and peak["bf16"] > 0
+    precisions = [r["precision"] for r in result["train"]]
+    assert precisions[0] == "fp32"  # then the bf16 variant, if the trainer offers one
+    assert len(precisions) == 2 or any("bf16" in n for n in result["notes"])
+    for r in result["train"]:
+        assert r["algo"] == "bc" and r["threads"] == 1 and r["d3rlpy"] is None
+        ours = r["offrl"]
+        assert len(ours["runs"]) == 1 and ours["updates_per_s"] > 0
+        assert ours["flops_per_update"] == mlp_update_flops(256, BC_DIMS)
+        assert ours["gflop_per_s"] == pytest.approx(
+            ours["flops_per_update"] * ours["updates_per_s"] / 1e9)
+    assert result["table"][0]["metric"].startswith("BC updates/s")
+    assert result["settings"]["dataset_steps"] == 2000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not D3RLPY_PYTHON.exists(), reason="no .venv-d3rlpy (make venv-d3rlpy)")
+def test_d3rlpy_worker_builds_the_same_bc(tmp_path: Path) -> None:
+    data = tmp_path / "tiny.hdf5"
+    make_file(data, 2000)
+    worker = D3rlpyWorker(data, "bc", log_dir=tmp_path)
+    try:
+        assert worker.info["versions"]["d3rlpy"] == "2.8.1"
+        assert worker.info["flops_per_update"] == mlp_update_flops(256, BC_DIMS)
+        assert worker.info["parameters"] == 11 * 256 + 256 + 256 * 256 + 256 + 256 * 3 + 3
+        assert worker.run(3, 1) > 0
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
