@@ -435,6 +435,12 @@ def _child_env(threads: int) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    """In the child before exec: a shell starts background jobs with SIGINT ignored, which
+    children inherit; the trainer must get it to stop cleanly and write its summary.json."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(run: Run, threads: int) -> None:
     if run.run_dir.exists():  # a leftover of an unfinished earlier attempt (--resume)
         shutil.rmtree(run.run_dir)
@@ -447,7 +453,7 @@ def _start(run: Run, threads: int) -> None:
     # itself (SIGINT first, so each trainer writes its summary.json, then SIGKILL).
     run.proc = subprocess.Popen(run.command, stdout=run.log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=_child_env(threads),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint)
     run.started = time.time()
     run.tail = MetricsTail(run.run_dir / "metrics.jsonl")
 

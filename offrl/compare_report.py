@@ -295,7 +295,7 @@ def plot_curves(section: dict[str, Any], key: str, path: Path) -> Path:
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("gradient step")
     ax.set_ylabel(section["metric_label"] if key == "curve" else "return")
-    ax.set_title(f"{section['name']}: mean ± std over seeds", fontsize=10)
+    ax.set_title(f"{section['description']['name']}: mean ± std over seeds", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
@@ -317,7 +317,8 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
                   else "after the last step only")
     targets = {a: t for a, t in section["eval_targets"].items() if t and t != [None]}
     target_text = ("; return-conditioned policies at target return(s) "
-                   + ", ".join(f"{_label(a)} {t}" for a, t in targets.items())
+                   + ", ".join(f"{_label(a)} " + " ".join(f"{x:g}" for x in t)
+                               for a, t in targets.items())
                    + " (the first one is scored)") if targets else ""
     rows = []
     for algo, agg in section["algos"].items():

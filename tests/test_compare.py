@@ -73,7 +73,10 @@ def comparison(tmp_path_factory) -> dict:
                      "--parallel", "6", "--out", str(out), "--no-progress"])
     finally:
         mp.undo()
-    return {"code": code, "out": out, "data": data, "template": template}
+    # read now: the --resume test rewrites results.json later
+    results = json.loads((out / "results.json").read_text())
+    return {"code": code, "out": out, "data": data, "template": template, "results": results,
+            "report": (out / "report.md").read_text()}
 
 
 @pytest.mark.slow
@@ -83,8 +86,7 @@ def test_end_to_end_numbers_match_the_runs(comparison) -> None:
     for name in ("report.md", "results.json", "curves_score.png", "curves_return.png",
                  PLAN_FILE):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    results = json.loads((out / "results.json").read_text())
-    (section,) = results["datasets"]
+    (section,) = comparison["results"]["datasets"]
     assert section["metric"] == "success_rate"  # Key-to-Door reports success
     assert section["description"]["episodes"] == 30
 
@@ -120,7 +122,7 @@ def test_end_to_end_numbers_match_the_runs(comparison) -> None:
     assert [r["status"] for r in bad] == ["diverged", "diverged"]
     assert all(r["returncode"] == 1 and "became nan" in r["error"] for r in bad)
     assert section["algos"][LINEAR]["finished"] == 0
-    report = (out / "report.md").read_text()
+    report = comparison["report"]
     assert "## Runs that did not finish" in report and "became nan" in report
     assert "seeds finished" in report and "| BC | " in report and "0/2" in report
     assert "offrl compare --dataset" in report and "-m offrl.cli train --algo dt" in report
@@ -341,3 +343,25 @@ def test_metrics_tail_and_status_line(tmp_path) -> None:
     line = status_line(run, 110.0)
     assert line.startswith("dt/seed0  20/40") and "success_rate 0.25 @20" in line
     assert "ETA 10s" in line
+
+
+@pytest.mark.slow
+def test_suite_summary_table(comparison, tmp_path) -> None:
+    from offrl.compare_report import write_suite
+
+    results = comparison["results"]
+    section = results["datasets"][0]
+    other = json.loads(json.dumps(section)) | {"name": "other", "metric": "normalized_score",
+                                               "metric_label": "normalized score"}
+    write_suite([section, other], results["context"], tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    lines = [line for line in report.splitlines() if line.startswith("| ")]
+    assert lines[0] == f"| dataset | score | BC | DT | {LINEAR} |"
+    bc = section["algos"]["bc"]["final_score"]
+    first = f"{100 * bc['mean']:.1f} ± {100 * bc['std']:.1f}"  # success rate in %
+    assert lines[1].startswith(f"| [{section['name']}]({section['name']}/report.md) | "
+                               f"success rate (%) | {first} |")
+    assert lines[2].startswith(f"| [other](other/report.md) | normalized score | "
+                               f"{bc['mean']:.1f} ± {bc['std']:.1f} |")
+    assert lines[1].endswith("| - (0/2 seeds) |")  # the diverged algorithm
+    assert len(json.loads((tmp_path / "results.json").read_text())["datasets"]) == 2
