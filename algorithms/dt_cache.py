@@ -46,8 +46,16 @@ class DTKVCache:
         self.values = torch.zeros(shape, device=dev)
         self.slot_step = torch.full((num_envs, slots), _EMPTY, dtype=torch.int64, device=dev)
         self.ptr = 0
-        # Among the three new tokens, token j may see new tokens 0..j only.
-        self.new_causal = torch.ones(3, 3, dtype=torch.bool, device=dev).tril()
+        # Per ring position of the new tokens: `hide` (3, 3K) hides from new token j the new
+        # tokens after it; `own` (3, 3K) marks its own slot (always visible, so the query of a
+        # nonexistent a_{-1} stays finite, as the full model's padding queries do).
+        eye = torch.eye(slots, dtype=torch.bool, device=dev)
+        self.keep, self.own = [], []
+        for p in range(0, slots, 3):
+            keep = torch.ones(3, slots, dtype=torch.bool, device=dev)
+            keep[:, p:p + 3] = torch.ones(3, 3, dtype=torch.bool).tril()
+            self.keep.append(keep)
+            self.own.append(eye[p:p + 3])
 
     def reset(self, rows: torch.Tensor) -> None:
         """Forget everything cached for the envs in `rows` (bool (N,))."""
@@ -74,10 +82,9 @@ class DTKVCache:
         # Keys of env n's last K steps (the reference's window); (N, 1, 3, 3K) with the
         # causal order among the new tokens and each query allowed to see itself.
         window = self.slot_step > (t - m.context).unsqueeze(1)  # (N, 3K)
-        allowed = window.unsqueeze(1).repeat(1, 3, 1)  # (N, 3, 3K)
-        allowed[:, :, new] &= self.new_causal
-        allowed[:, :, new] |= torch.eye(3, dtype=torch.bool, device=allowed.device)
-        allowed = allowed.unsqueeze(1)
+        # Old slots all hold earlier tokens: only the new ones need a causal order.
+        p = self.ptr // 3
+        allowed = ((window.unsqueeze(1) & self.keep[p]) | self.own[p]).unsqueeze(1)  # (N,1,3,3K)
         for i, block in enumerate(m.blocks):
             attn = block.attn
             d = x.shape[-1]
