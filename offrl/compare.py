@@ -103,6 +103,9 @@ class Run:
     returncode: int | None = None
     wall_s: float | None = None
     skipped: bool = False  # --resume: finished earlier with the same command
+    resume_from: Path | None = None  # --resume: continue this run folder from its checkpoint
+    earlier_wall_s: float = 0.0  # --resume: wall time of the attempts before
+    base_step: int = 0  # the step this attempt starts from (the checkpoint's when resumed)
     interrupted: bool = False
     tail: Any = None  # MetricsTail while running
 
@@ -330,6 +333,9 @@ class MetricsTail:
     def poll(self) -> None:
         try:
             with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self.offset:
+                    # a resumed trainer drops the rows written after its checkpoint: reread
+                    self.offset, self.partial, self.step = 0, b"", 0
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
@@ -374,8 +380,8 @@ def status_line(run: Run, now: float) -> str:
     elapsed = now - run.started
     if step >= run.total_steps:
         eta = "final evaluation"
-    elif step:
-        eta = f"ETA {_duration(elapsed * (run.total_steps - step) / step)}"
+    elif step > run.base_step:
+        eta = f"ETA {_duration(elapsed * (run.total_steps - step) / (step - run.base_step))}"
     else:
         eta = "starting"
     return f"{text}  {eta}"
@@ -442,16 +448,22 @@ def _default_sigint() -> None:
 
 
 def _start(run: Run, threads: int) -> None:
-    if run.run_dir.exists():  # a leftover of an unfinished earlier attempt (--resume)
+    command = run.command
+    if run.resume_from is not None:
+        # Exact resume from the newest checkpoint; the run's saved config carries the rest.
+        command = [*run.command[:4], "--resume", str(run.resume_from),
+                   "--num-threads", str(threads), "--no-progress"]
+    elif run.run_dir.exists():  # a leftover of an unfinished earlier attempt (--resume)
         shutil.rmtree(run.run_dir)
     run.log.parent.mkdir(parents=True, exist_ok=True)
     run.record.unlink(missing_ok=True)
-    run.log_file = open(run.log, "w", encoding="utf-8")  # noqa: SIM115 (closed in _finish)
-    run.log_file.write(f"$ {shlex.join(run.command)}\n")
+    mode = "a" if run.resume_from is not None else "w"
+    run.log_file = open(run.log, mode, encoding="utf-8")  # noqa: SIM115 (closed in _finish)
+    run.log_file.write(f"$ {shlex.join(command)}\n")
     run.log_file.flush()
     # Own session: a terminal Ctrl-C reaches only the orchestrator, which stops the children
     # itself (SIGINT first, so each trainer writes its summary.json, then SIGKILL).
-    run.proc = subprocess.Popen(run.command, stdout=run.log_file, stderr=subprocess.STDOUT,
+    run.proc = subprocess.Popen(command, stdout=run.log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=_child_env(threads),
                                 start_new_session=True, preexec_fn=_default_sigint)
     run.started = time.time()
@@ -460,7 +472,7 @@ def _start(run: Run, threads: int) -> None:
 
 def _finish(run: Run, code: int) -> None:
     run.returncode = code
-    run.wall_s = time.time() - (run.started or time.time())
+    run.wall_s = run.earlier_wall_s + time.time() - (run.started or time.time())
     if run.log_file is not None:
         run.log_file.close()
         run.log_file = None
@@ -469,7 +481,8 @@ def _finish(run: Run, code: int) -> None:
     tmp = run.record.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"command": run.command, "returncode": code,
                                "wall_s": run.wall_s, "started": run.started,
-                               "interrupted": run.interrupted}, indent=1) + "\n",
+                               "interrupted": run.interrupted,
+                               "resumed": run.resume_from is not None}, indent=1) + "\n",
                    encoding="utf-8")
     os.replace(tmp, run.record)
 
@@ -573,17 +586,38 @@ def prepare_out(out: Path, force: bool, resume: bool) -> None:
     out.mkdir(parents=True)
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def finished_earlier(run: Run) -> bool:
     """--resume skips a run whose record shows the same command and whose summary.json says
     it finished all its steps."""
-    try:
-        record = json.loads(run.record.read_text(encoding="utf-8"))
-        summary = json.loads((run.run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (record.get("command") == run.command and record.get("returncode") == 0
+    record, summary = _read(run.record), _read(run.run_dir / "summary.json")
+    return (record is not None and summary is not None
+            and record.get("command") == run.command and record.get("returncode") == 0
             and summary.get("status") == "finished"
             and summary.get("step") == run.total_steps)
+
+
+def resume_point(run: Run) -> tuple[Path | None, float, int]:
+    """--resume on an unfinished run: its folder if it was started with the same command,
+    did not diverge (it would again, from its last good checkpoint) and has a checkpoint,
+    else None (start over); the wall time it already took; the checkpoint's step."""
+    from offrl.checkpoint import periodic_checkpoints
+
+    record, summary = _read(run.record), _read(run.run_dir / "summary.json")
+    if record is None or record.get("command") != run.command:
+        return None, 0.0, 0
+    if (summary or {}).get("status") == "diverged":
+        return None, 0.0, 0
+    found = periodic_checkpoints(run.run_dir / "checkpoints")
+    if not found:
+        return None, 0.0, 0
+    return run.run_dir, float(record.get("wall_s") or 0.0), found[-1][0]
 
 
 @dataclass
@@ -619,13 +653,17 @@ def run_compare(plans: list[DatasetPlan], opts: CompareOptions,
     prepare_out(out, opts.force, opts.resume)
     for run in runs:
         run.skipped = opts.resume and finished_earlier(run)
+        if opts.resume and not run.skipped:
+            run.resume_from, run.earlier_wall_s, run.base_step = resume_point(run)
     tmp = out / (PLAN_FILE + ".tmp")
     tmp.write_text(json.dumps(plan_dict(plans, runs, opts.argv, opts.suite), indent=1) + "\n",
                    encoding="utf-8")
     os.replace(tmp, out / PLAN_FILE)
 
     todo = [r for r in runs if not r.skipped]
-    print(f"offrl compare -> {out}\n  {len(runs)} runs ({len(runs) - len(todo)} done earlier), "
+    resumed = sum(r.resume_from is not None for r in todo)
+    print(f"offrl compare -> {out}\n  {len(runs)} runs ({len(runs) - len(todo)} done earlier, "
+          f"{resumed} continued from a checkpoint), "
           f"{min(opts.parallel, max(1, len(todo)))} at a time, {opts.threads} torch thread(s) "
           f"each", file=stream, flush=True)
     live = opts.progress and stream.isatty()
@@ -643,7 +681,8 @@ def run_compare(plans: list[DatasetPlan], opts: CompareOptions,
         compare_report.write_section(section, context, folders[p.name])
         sections.append(section)
     if is_suite:
-        compare_report.write_suite(sections, context, out)
+        compare_report.write_suite(sections, context, out,
+                                   Path(opts.suite).read_text(encoding="utf-8"))
     failed = [r for s in sections for r in s["runs"] if r["status"] != "finished"]
     print(f"report: {out / 'report.md'}", file=stream)
     if failed:
@@ -658,5 +697,5 @@ def run_compare(plans: list[DatasetPlan], opts: CompareOptions,
 __all__ = [
     "DEFAULTS", "CompareError", "CompareOptions", "DatasetPlan", "MetricsTail", "Run",
     "Settings", "config_paths", "execute", "finished_earlier", "load_suite", "plan_runs",
-    "prepare_out", "run_compare", "slug", "split_algos", "status_line",
+    "prepare_out", "resume_point", "run_compare", "slug", "split_algos", "status_line",
 ]

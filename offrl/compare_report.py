@@ -94,6 +94,7 @@ def read_run(run: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "dataset": run.dataset, "algo": run.algo, "seed": run.seed, "status": status,
         "returncode": code, "error": summary.get("error") if summary else None,
+        "resumed": bool(record.get("resumed")) if record else False,
         "command": shlex.join(run.command), "config": run.config, "run_dir": str(run.run_dir),
         "log": str(run.log), "total_steps": run.total_steps, "eval_every": run.eval_every,
         "steps_done": summary.get("step") if summary else None,
@@ -333,7 +334,8 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
     for r in section["runs"]:
         best = (f"{_num(r['best_score'], scale, digits)} @ {r['best_step']}"
                 if r["best_score"] is not None else "-")
-        run_rows.append([_label(r["algo"]), str(r["seed"]), r["status"],
+        status = r["status"] + (" (resumed)" if r.get("resumed") else "")
+        run_rows.append([_label(r["algo"]), str(r["seed"]), status,
                          _num(r["final_score"], scale, digits), best,
                          _num(r["final_return"], 1.0, 2), _num(r["wall_s"], 1.0, 0),
                          _num(r["train_time_s"], 1.0, 0), _num(r["updates_per_s"], 1.0, 0),
@@ -418,7 +420,8 @@ def write_section(section: dict[str, Any], ctx: dict[str, Any], folder: Path) ->
     _write(folder / "report.md", render_section(section, ctx))
 
 
-def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path) -> None:
+def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path,
+                suite_text: str | None = None) -> None:
     """Top-level report of a suite: one row per dataset, one column per algorithm (final
     score, mean ± std over seeds), linking each dataset's own report."""
     algos = list(dict.fromkeys(a for s in sections for a in s["algos"]))
@@ -432,14 +435,17 @@ def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path) 
             if agg and agg["finished"] < agg["runs"]:
                 cell += f" ({agg['finished']}/{agg['runs']} seeds)"
             cells.append(cell)
-        rows.append([f"[{s['name']}]({s['name']}/report.md)", s["metric_label"], *cells])
+        steps = "/".join(str(v) for v in dict.fromkeys(s["total_steps"].values()) if v)
+        rows.append([f"[{s['name']}]({s['name']}/report.md)", s["metric_label"], steps, *cells])
     text = "\n".join([
         "# offrl compare: suite", "",
         "> Interrupted: some runs were stopped before the end.\n" if ctx["interrupted"] else "",
         "Final score after the last gradient step, mean ± sample std over seeds (finished "
         "runs); each dataset's report has best scores, raw returns, timings, learning curves "
         "and the exact commands.", "",
-        _table(["dataset", "score", *(_label(a) for a in algos)], rows), "",
-        "## Command", "", "```", ctx["command"], "```", "", *_environment(ctx)])
+        _table(["dataset", "score", "steps", *(_label(a) for a in algos)], rows), "",
+        "## Command", "", "```", ctx["command"], "```", "",
+        *(["## Suite file", "", "```yaml", suite_text.rstrip(), "```", ""] if suite_text else []),
+        *_environment(ctx)])
     _write(out / "results.json", _results(sections, ctx))
     _write(out / "report.md", text)

@@ -24,6 +24,7 @@ from offrl.compare import (
     load_suite,
     plan_runs,
     prepare_out,
+    resume_point,
     split_algos,
     status_line,
 )
@@ -353,15 +354,45 @@ def test_suite_summary_table(comparison, tmp_path) -> None:
     section = results["datasets"][0]
     other = json.loads(json.dumps(section)) | {"name": "other", "metric": "normalized_score",
                                                "metric_label": "normalized score"}
-    write_suite([section, other], results["context"], tmp_path)
+    write_suite([section, other], results["context"], tmp_path, "seeds: 2  # the suite\n")
     report = (tmp_path / "report.md").read_text()
+    assert "```yaml\nseeds: 2  # the suite\n```" in report
     lines = [line for line in report.splitlines() if line.startswith("| ")]
-    assert lines[0] == f"| dataset | score | BC | DT | {LINEAR} |"
+    assert lines[0] == f"| dataset | score | steps | BC | DT | {LINEAR} |"
     bc = section["algos"]["bc"]["final_score"]
     first = f"{100 * bc['mean']:.1f} ± {100 * bc['std']:.1f}"  # success rate in %
     assert lines[1].startswith(f"| [{section['name']}]({section['name']}/report.md) | "
-                               f"success rate (%) | {first} |")
-    assert lines[2].startswith(f"| [other](other/report.md) | normalized score | "
+                               f"success rate (%) | 6 | {first} |")
+    assert lines[2].startswith(f"| [other](other/report.md) | normalized score | 6 | "
                                f"{bc['mean']:.1f} ± {bc['std']:.1f} |")
     assert lines[1].endswith("| - (0/2 seeds) |")  # the diverged algorithm
     assert len(json.loads((tmp_path / "results.json").read_text())["datasets"]) == 2
+
+
+def test_resume_point(tmp_path) -> None:
+    run = Run("d", "bc", 0, 100, ["python", "-m", "offrl.cli", "train", "--seed", "0"],
+              tmp_path / "run", tmp_path / "log", tmp_path / "record.json")
+    assert resume_point(run) == (None, 0.0, 0)  # never started
+    run.record.write_text(json.dumps({"command": run.command, "returncode": -2, "wall_s": 7.5}))
+    assert resume_point(run) == (None, 0.0, 0)  # no checkpoint yet: start over
+    (run.run_dir / "checkpoints").mkdir(parents=True)
+    for step in (20, 40):
+        (run.run_dir / "checkpoints" / f"ckpt_{step}.pt").write_bytes(b"")
+    (run.run_dir / "summary.json").write_text(json.dumps({"status": "failed", "step": 47}))
+    assert resume_point(run) == (run.run_dir, 7.5, 40)  # newest checkpoint
+    (run.run_dir / "summary.json").write_text(json.dumps({"status": "diverged", "step": 47}))
+    assert resume_point(run) == (None, 0.0, 0)  # it would diverge again
+    (run.run_dir / "summary.json").unlink()
+    run.command = [*run.command[:-1], "1"]  # another plan: its old folder does not count
+    assert resume_point(run) == (None, 0.0, 0)
+
+
+def test_metrics_tail_rereads_a_truncated_file(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10}\n{"step": 20}\n{"step": 30}\n')
+    tail = MetricsTail(path)
+    tail.poll()
+    assert tail.step == 30
+    path.write_text('{"step": 10}\n')  # a resumed trainer drops rows after its checkpoint
+    tail.poll()
+    assert tail.step == 10
