@@ -86,8 +86,13 @@ def load_d4rl(
     facts = find_env_facts(env_id or name or path.stem)
     if max_episode_steps is None and facts is not None:
         max_episode_steps = facts.max_episode_steps
+    if env_id is None and facts is not None:
+        # A published D4RL v2 file (by name) was recorded on gym v3 dynamics; any other
+        # D4RL-layout file (e.g. offrl's own replay buffers) on the current env.
+        released = (name or path.stem.replace("_", "-")) in D4RL_URLS
+        env_id = facts.d4rl_eval_env_id if released else facts.env_id
     meta = DatasetMeta(
-        name=name or path.stem, source=str(path), env_id=env_id or (facts and facts.env_id),
+        name=name or path.stem, source=str(path), env_id=env_id,
         ref_min_score=facts.ref_min_score if facts else None,
         ref_max_score=facts.ref_max_score if facts else None,
     )

@@ -2,8 +2,16 @@
 
 Reference scores are D4RL's (random and expert policy returns, used for the normalized
 score 100 * (R - min) / (max - min)); target returns and return scales are the Decision
-Transformer paper's. D4RL v2 MuJoCo data was recorded on gym's v3 envs (mujoco-py); the
-Gymnasium v5 envs keep the same observation layout (x position excluded) and action bounds.
+Transformer paper's.
+
+D4RL v2 MuJoCo data was recorded on gym's v3 envs (mujoco-py). The Gymnasium v5 envs keep
+their observation layout (positions without the root x, then velocities, clipped to +-10
+for hopper and walker2d), action bounds, frame skips and model files, with one exception:
+Walker2d-v5's model gives the right foot the left foot's friction (1.9; v3/v4 had 0.9, an
+asymmetry Gymnasium fixed). Data recorded with the old model is therefore evaluated on
+`offrl/Walker2dD4RL-v5` (Walker2d-v5 with v4's walker2d.xml), which `d4rl_env_id` names and
+the D4RL loader picks. tests/test_env_layout.py checks all of this against the simulator
+state. MuJoCo itself changed (2.x -> the installed version), so contact details still differ.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from offrl.envs.d4rl_compat import WALKER2D_D4RL_ID
 from offrl.envs.key_to_door import ENV_ID as KEY_TO_DOOR_ID
 from offrl.envs.key_to_door import MAX_EPISODE_STEPS as KEY_TO_DOOR_STEPS
 from offrl.envs.key_to_door import RANDOM_SUCCESS_MEASURED
@@ -25,6 +34,11 @@ class EnvFacts:
     ref_max_score: float | None = None
     target_returns: tuple[float, ...] = ()  # default return-to-go targets for DT
     return_scale: float = 1.0  # returns-to-go are divided by this inside the DT policy
+    d4rl_env_id: str | None = None  # env matching D4RL v2 data's dynamics, when not env_id
+
+    @property
+    def d4rl_eval_env_id(self) -> str:
+        return self.d4rl_env_id or self.env_id
 
 
 ENV_FACTS: dict[str, EnvFacts] = {
@@ -33,7 +47,8 @@ ENV_FACTS: dict[str, EnvFacts] = {
         EnvFacts("hopper", "Hopper-v5", 1000, -20.272305, 3234.3, (3600.0, 1800.0), 1000.0),
         EnvFacts("halfcheetah", "HalfCheetah-v5", 1000, -280.178953, 12135.0,
                  (12000.0, 6000.0), 1000.0),
-        EnvFacts("walker2d", "Walker2d-v5", 1000, 1.629008, 4592.3, (5000.0, 2500.0), 1000.0),
+        EnvFacts("walker2d", "Walker2d-v5", 1000, 1.629008, 4592.3, (5000.0, 2500.0), 1000.0,
+                 d4rl_env_id=WALKER2D_D4RL_ID),
         # Classic control: no D4RL reference; random ~22 on CartPole, the cap is 500.
         EnvFacts("cartpole", "CartPole-v1", 500, None, None, (500.0,), 100.0),
         EnvFacts("pendulum", "Pendulum-v1", 200, None, None, (-150.0,), 100.0),
@@ -55,7 +70,7 @@ def find_env_facts(name: str | None) -> EnvFacts | None:
     if not name:
         return None
     for facts in ENV_FACTS.values():
-        if facts.env_id == name or facts.key == name:
+        if name in (facts.env_id, facts.key, facts.d4rl_env_id):
             return facts
     base = name.split("/")
     parts = [p for p in re.split(r"[-/_]", name.lower()) if p]
