@@ -10,11 +10,16 @@ YAML configs: evaluation cadence, episodes, envs and the episode seeds (the SAME
 every algorithm and every training seed, so differences between runs are not differences in
 evaluation episodes), and optionally the target returns of return-conditioned algorithms.
 
-Output layout (one dataset; a suite has one such folder per dataset plus a summary):
+Output layout (one dataset):
     OUT/plan.json                      what was asked (marks the folder as a compare output)
     OUT/runs/<algo>/seed<k>/           the `offrl train` run folders
     OUT/logs/<algo>-seed<k>.log|.json  each run's stdout+stderr, exit code and wall time
     OUT/report.md, results.json, curves_*.png
+A suite: OUT/plan.json, a summary OUT/report.md + results.json, and the rest of the layout
+above in OUT/<dataset name>/ for each dataset.
+
+--resume keeps runs that finished with the same command, continues interrupted ones from
+their newest checkpoint (`offrl train --resume`, exact) and starts the others again.
 """
 
 from __future__ import annotations
@@ -167,7 +172,7 @@ def config_paths(entries: Sequence[str], algos: Sequence[str]) -> dict[str, Path
 def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
     """The `offrl train` command of every algorithm x seed, seed-major (all algorithms'
     first seed runs first, so an early look at a long comparison already compares)."""
-    from offrl.config import ConfigError, load_yaml, resolve_algorithm
+    from offrl.config import ConfigError, RunConfig, load_yaml, resolve_algorithm
 
     s = plan.settings
     assert s.algos is not None and s.seeds is not None and s.first_seed is not None
@@ -190,7 +195,7 @@ def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
             raise CompareError(f"{plan.name}: {exc}") from exc
         if base is not None and base.algo != algo:
             raise CompareError(f"config '{configs[algo]}' is for algo '{base.algo}', not '{algo}'")
-        steps[algo] = s.steps or (base.total_steps if base is not None else 100_000)
+        steps[algo] = s.steps or (base or RunConfig).total_steps
 
     runs = []
     for seed in range(s.first_seed, s.first_seed + s.seeds):
@@ -209,7 +214,7 @@ def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
                     "--num-eval-envs", str(min(s.eval_envs or 10, episodes)),
                     "--eval-seed", str(s.eval_seed)]
             if s.target_returns:
-                cmd += ["--target-returns", *(f"{t:g}" for t in s.target_returns)]
+                cmd += ["--target-returns", *(repr(float(t)) for t in s.target_returns)]
             if s.device is not None:
                 cmd += ["--device", s.device]
             cmd += ["--run-dir", str(run_dir), "--num-threads", str(threads), "--no-progress"]
@@ -415,9 +420,16 @@ class Display:
             return
         now = time.time()
         if self.live:
-            width = shutil.get_terminal_size((120, 20)).columns - 1
+            size = shutil.get_terminal_size((120, 40))
             self._clear()
-            lines = [status_line(r, now)[:width] for r in self.runs]
+            shown = self.runs
+            if len(shown) > size.lines - 2:  # the cursor cannot move above the screen's top
+                shown = [r for r in self.runs if r.started is not None and r.returncode is None]
+            lines = [status_line(r, now)[:size.columns - 1] for r in shown]
+            if len(shown) < len(self.runs):
+                done = sum(r.returncode is not None or r.skipped for r in self.runs)
+                lines.append(f"({done} done, "
+                             f"{len(self.runs) - done - len(shown)} queued)")
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
             self.drawn = 0 if final else len(lines)
@@ -593,12 +605,23 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _identity(command: Sequence[str]) -> list[str]:
+    """What makes two run commands the same run: neither the interpreter's path nor the
+    thread count (they change nothing learned beyond floating-point noise)."""
+    words = list(command[1:])
+    if "--num-threads" in words:
+        i = words.index("--num-threads")
+        del words[i:i + 2]
+    return words
+
+
 def finished_earlier(run: Run) -> bool:
     """--resume skips a run whose record shows the same command and whose summary.json says
     it finished all its steps."""
     record, summary = _read(run.record), _read(run.run_dir / "summary.json")
     return (record is not None and summary is not None
-            and record.get("command") == run.command and record.get("returncode") == 0
+            and _identity(record.get("command") or ()) == _identity(run.command)
+            and record.get("returncode") == 0
             and summary.get("status") == "finished"
             and summary.get("step") == run.total_steps)
 
@@ -610,7 +633,7 @@ def resume_point(run: Run) -> tuple[Path | None, float, int]:
     from offrl.checkpoint import periodic_checkpoints
 
     record, summary = _read(run.record), _read(run.run_dir / "summary.json")
-    if record is None or record.get("command") != run.command:
+    if record is None or _identity(record.get("command") or ()) != _identity(run.command):
         return None, 0.0, 0
     if (summary or {}).get("status") == "diverged":
         return None, 0.0, 0

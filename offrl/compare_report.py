@@ -103,6 +103,7 @@ def read_run(run: Any) -> dict[str, Any]:
         "train_time_s": summary.get("train_time_s") if summary else None,
         "updates_per_s": summary.get("updates_per_s") if summary else None,
         "eval_targets": summary.get("eval_targets") if summary else None,
+        "env_id": summary.get("env_id") if summary else None,
         "final_eval": {k: v for k, v in (summary or {}).get("final_eval", {}).items()
                        if k.startswith("eval/")},
         "eval_rows": evals,
@@ -209,7 +210,10 @@ def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -
     algos = list(settings["algos"])
     targets = {r["algo"]: r["eval_targets"] for r in records if r["eval_targets"]}
     return {
-        "name": plan.name, "dataset": plan.dataset, "env": plan.env or description["env_id"],
+        "name": plan.name, "dataset": plan.dataset,
+        # what the runs evaluated in (a config's env_id applies when --env is not given)
+        "env": next((r["env_id"] for r in records if r["env_id"]), None)
+        or plan.env or description["env_id"],
         "description": description, "settings": settings, "metric": metric,
         "metric_label": METRIC_LABELS[metric],
         "total_steps": {a: next((r["total_steps"] for r in records if r["algo"] == a), None)

@@ -279,7 +279,7 @@ def test_config_paths_and_plan(tmp_path) -> None:
     assert flag["--steps"] == str(RunConfig.total_steps)  # the config's total_steps
     assert flag["--eval-every"] == str(RunConfig.total_steps // 10)
     assert flag["--num-eval-episodes"] == "4" and flag["--num-eval-envs"] == "4"
-    assert flag["--eval-seed"] == "1000000" and flag["--target-returns"] == "1"
+    assert flag["--eval-seed"] == "1000000" and flag["--target-returns"] == "1.0"
     assert flag["--env"] == "offrl/KeyToDoor-v0" and flag["--num-threads"] == "2"
     assert flag["--run-dir"] == str(tmp_path / "o" / "runs" / "dt" / "seed5")
 
@@ -383,7 +383,9 @@ def test_resume_point(tmp_path) -> None:
     (run.run_dir / "summary.json").write_text(json.dumps({"status": "diverged", "step": 47}))
     assert resume_point(run) == (None, 0.0, 0)  # it would diverge again
     (run.run_dir / "summary.json").unlink()
-    run.command = [*run.command[:-1], "1"]  # another plan: its old folder does not count
+    run.command = ["/other/python", *run.command[1:], "--num-threads", "4"]
+    assert resume_point(run)[0] == run.run_dir  # same run: interpreter, threads do not count
+    run.command = [*run.command[:-3], "1"]  # another plan: its old folder does not count
     assert resume_point(run) == (None, 0.0, 0)
 
 

@@ -69,7 +69,8 @@ class CompareArgs:
     """Replace an existing output folder made by an earlier `offrl compare`."""
     resume: bool = False
     """Continue an existing output folder: runs that finished with the same command are kept,
-    the others start again."""
+    unfinished ones continue from their newest checkpoint (exact resume), the rest start
+    again."""
     progress: bool = True
     """Show live per-run status lines (plain lines when not on a terminal)."""
     status_every: float = 30.0
