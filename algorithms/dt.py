@@ -21,7 +21,7 @@ from offrl.algorithms.base import (
 from offrl.algorithms.dt_cache import DTKVCache
 from offrl.datasets.core import EpisodeDataset
 from offrl.datasets.samplers import SequenceSampler
-from offrl.nn import TransformerBlock, gpt_init, weight_decay_groups
+from offrl.nn import TransformerBlock, gpt_init, optimizer_kwargs, weight_decay_groups
 from offrl.types import SequenceBatch
 
 
@@ -209,6 +209,7 @@ class DT(OfflineAlgorithm):
 
     name = "dt"
     batch_kind = "sequence"
+    return_conditioned = True  # the evaluator passes target returns to its policy
     Config = DTConfig
 
     @classmethod
@@ -251,7 +252,7 @@ class DT(OfflineAlgorithm):
             c.embed_dim, c.num_layers, c.num_heads, c.dropout, c.activation).to(self.device)
         self.nets = self.model
         opt = torch.optim.AdamW(weight_decay_groups(self.model, c.weight_decay),
-                                lr=c.learning_rate)
+                                lr=c.learning_rate, **optimizer_kwargs(self.device))
         warm = max(c.warmup_steps, 1)
         self.optimizers = {"model": opt}
         self.schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(
