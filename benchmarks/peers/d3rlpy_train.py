@@ -1,0 +1,74 @@
+"""Train d3rlpy 2.8.1 BC / CQL on a D4RL-layout HDF5 file and save its policy for offrl.
+
+Runs with `.venv-d3rlpy/bin/python` (d3rlpy pins gymnasium 1.0.0). The configurations are
+the training benchmark's (benchmarks/d3rlpy_worker.py), which mirror offrl's defaults:
+BC 256x2 MLP, batch 256, Adam 3e-4; CQL with twin critics and actor 256x3, batch 256, 10
+sampled actions, a fixed conservative weight of 5 (offrl's default non-Lagrange CQL).
+Training is d3rlpy's own `fit` for `--steps` gradient steps. The output folder gets:
+- `policy.pt`: d3rlpy's `save_policy` TorchScript (observation scaler included; greedy
+  action in the env's units), scored by `benchmarks/peers/d3rlpy_policy.py` with offrl's
+  evaluator, i.e. the same protocol as offrl's runs;
+- `model.d3`: the full d3rlpy learnable (`d3rlpy.load_learnable`);
+- `peer.json`: algorithm, steps, seed, wall time, d3rlpy config.
+
+DT is not exported: d3rlpy's TorchScript DT traces a fixed-length window with every mask
+set to zero, so short (left-padded) histories at the start of an episode would not be
+masked as in d3rlpy's own `StatefulTransformerWrapper`; scoring it fairly needs d3rlpy's
+wrapper and an env, which this venv (gymnasium 1.0, no MuJoCo) does not have.
+
+    .venv-d3rlpy/bin/python benchmarks/peers/d3rlpy_train.py --data data.hdf5 --algo cql \\
+        --steps 100000 --seed 0 --out runs/peers/cql-0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # d3rlpy_worker.py (a script)
+from d3rlpy_worker import load_dataset, make_algo  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="D4RL-layout HDF5 file")
+    p.add_argument("--algo", required=True, choices=("bc", "cql"))
+    p.add_argument("--steps", type=int, required=True, help="gradient steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    if args.steps < 1:
+        raise SystemExit(f"--steps must be >= 1, got {args.steps}")
+    import d3rlpy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    d3rlpy.seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(args.data)
+    algo, _ = make_algo(args.algo, dataset, "cpu:0")
+    t0 = time.perf_counter()
+    per_epoch = min(args.steps, 10_000)
+    algo.fit(dataset, n_steps=per_epoch * max(1, args.steps // per_epoch),
+             n_steps_per_epoch=per_epoch, show_progress=False, experiment_name="fit",
+             with_timestamp=False,
+             logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(args.out / "logs")))
+    wall = time.perf_counter() - t0
+    algo.save_policy(str(args.out / "policy.pt"))
+    algo.save(str(args.out / "model.d3"))
+    meta = {"algo": args.algo, "library": f"d3rlpy {d3rlpy.__version__}",
+            "steps": per_epoch * max(1, args.steps // per_epoch), "seed": args.seed,
+            "data": str(args.data), "wall_time_s": wall,
+            "config": json.loads(algo.config.serialize())}
+    (args.out / "peer.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"d3rlpy {args.algo}: {meta['steps']} steps in {wall:.0f} s -> {args.out}/policy.pt")
+
+
+if __name__ == "__main__":
+    main()
