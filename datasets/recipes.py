@@ -103,16 +103,22 @@ def select_snapshot(run_dir: str | Path, fraction_of_best: float | None) -> Path
 
 
 def promote_snapshot(snapshot: str | Path, env: str, level: str,
-                     replay: str | Path | None = None) -> Path:
-    """Copy a snapshot into `envs/policies/<env>-<level>.pt` (atomically). For the medium
-    level, `replay` (the run's replay.hdf5) is cut at the snapshot's step and shipped as
-    `<env>-medium-replay.hdf5`, gzip-compressed."""
+                     replay: str | Path | None = None,
+                     extra: dict[str, Any] | None = None) -> Path:
+    """Copy a snapshot into `envs/policies/<env>-<level>.pt` (atomically), with `extra`
+    entries (e.g. its measured stochastic return) added. For the medium level, `replay` (the
+    run's replay.hdf5) is cut at the snapshot's step and shipped as
+    `<env>-medium-replay.hdf5`, gzip-compressed. See offrl.datasets.promote for the CLI."""
     import h5py
 
     POLICY_DIR.mkdir(parents=True, exist_ok=True)
     target = policy_path(env, level)
     tmp = target.with_suffix(".tmp")
-    shutil.copyfile(snapshot, tmp)
+    if extra:
+        torch.save({**torch.load(snapshot, map_location="cpu", weights_only=False), **extra},
+                   tmp)
+    else:
+        shutil.copyfile(snapshot, tmp)
     os.replace(tmp, target)
     if replay is not None:
         step = int(torch.load(snapshot, weights_only=False)["step"])

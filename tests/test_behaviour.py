@@ -1,6 +1,7 @@
 """Behaviour-policy SAC trainer and the D4RL-style MuJoCo recipes (mechanics, determinism)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,34 @@ def test_cli_collect_mujoco(tmp_path, capsys, policy_dir):
     with pytest.raises(SystemExit) as exc:
         main(["collect", "mujoco", "--help"])
     assert exc.value.code == 0
+
+
+def test_promote_measures_candidates_and_records_stats(tmp_path, policy_dir, monkeypatch):
+    from offrl.datasets import promote
+
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    torch.manual_seed(0)
+    for step, ret in ((10, 100.0), (20, 900.0), (30, 500.0)):
+        _random_snapshot(run / "snapshots" / f"step_{step:08d}.pt", ret=ret, step=step)
+    measured = {"step_00000010.pt": 80.0, "step_00000020.pt": 300.0, "step_00000030.pt": 420.0}
+    monkeypatch.setattr(promote, "stochastic_return",
+                        lambda snap, episodes, seed=0: (measured[Path(snap).name], 1.0))
+    # expert: the best STOCHASTIC return among the 2 best deterministic snapshots.
+    snap, stats = promote.choose(run, "hopper", "expert", 1 / 3, 3, 2, log=lambda m: None)
+    assert snap.name == "step_00000030.pt" and stats["stochastic_return_mean"] == 420.0
+    # medium: stochastic return closest to fraction x D4RL's expert score (0.1 x 3234 = 323).
+    snap, _ = promote.choose(run, "hopper", "medium", 0.1, 3, 3, log=lambda m: None)
+    assert snap.name == "step_00000020.pt"
+    promote.main(["--run", str(run), "--env", "hopper", "--level", "expert", "--candidates",
+                  "2", "--episodes", "3"])
+    shipped = torch.load(policy_dir / "hopper-expert.pt", weights_only=False)
+    assert shipped["step"] == 30 and shipped["level"] == "expert"
+    assert shipped["stochastic_return_mean"] == 420.0 and shipped["stochastic_episodes"] == 3
+
+
+def test_stochastic_return_is_seeded(tmp_path):
+    from offrl.datasets.promote import stochastic_return
+
+    snap = _random_snapshot(tmp_path / "s.pt")
+    assert stochastic_return(snap, 2, seed=1) == stochastic_return(snap, 2, seed=1)
