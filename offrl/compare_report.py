@@ -188,14 +188,17 @@ def aggregate(runs: Sequence[dict[str, Any]], algos: Sequence[str]) -> dict[str,
 
 def describe_dataset(source: str, env: str | None) -> dict[str, Any]:
     """Episodes, steps and returns of the dataset (loading it also checks the source)."""
+    import gymnasium as gym
+
     from offrl.commands.datasets import summarize
     from offrl.compare import CompareError
     from offrl.datasets import DatasetError, load_dataset
 
     try:
         ds = load_dataset(source, env_id=env)
-    except (DatasetError, OSError) as exc:
-        raise CompareError(f"dataset '{source}': {exc}") from exc
+    except (DatasetError, OSError, ValueError, gym.error.Error) as exc:
+        where = f"dataset '{source}'" + (f" with env '{env}'" if env else "")
+        raise CompareError(f"{where}: {exc}") from exc
     return summarize(ds)
 
 
