@@ -113,3 +113,44 @@ def test_d3rlpy_worker_builds_the_same_bc(tmp_path: Path) -> None:
     finally:
         worker.close()
     assert worker.proc.returncode == 0
+
+
+def test_export_d4rl_round_trip(tmp_path: Path) -> None:
+    import numpy as np
+
+    from benchmarks.peers.export_d4rl import export_d4rl
+    from offrl.datasets import EpisodeDataset, load_dataset
+    from tests.data_helpers import random_episodes
+
+    rng = np.random.default_rng(0)
+    episodes = random_episodes(rng, [5, 3, 7], [True, False, False], obs_dim=4, act_dim=2)
+    ds = EpisodeDataset.from_episodes(episodes)
+    back = load_dataset(export_d4rl(ds, tmp_path / "d.hdf5"))
+    np.testing.assert_array_equal(back.episode_starts, ds.episode_starts)
+    np.testing.assert_array_equal(back.terminated, ds.terminated)
+    np.testing.assert_array_equal(back.observations, ds.observations)  # incl. final rows
+    np.testing.assert_array_equal(back.actions, ds.actions)
+    np.testing.assert_allclose(back.rewards, ds.rewards)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_d3rlpy_policy_adapter(tmp_path: Path) -> None:
+    import numpy as np
+
+    from benchmarks.peers.d3rlpy_policy import D3rlpyPolicy
+
+    net = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.zero_()
+    torch.jit.trace(net, torch.zeros(1, 4)).save(str(tmp_path / "policy.pt"))  # like d3rlpy's
+    policy = D3rlpyPolicy(tmp_path / "policy.pt", 3, np.array([-1.0, -0.5]), np.ones(2))
+    policy.reset(np.ones(3, dtype=bool))
+    obs = np.array([[0.1, 0, 0, 0], [1, 1, 0, 0], [-1, -1, -1, 0]], np.float32)
+    act = policy.act(obs, np.zeros(3))
+    np.testing.assert_allclose(act, [[0.1, 0.1], [1.0, 1.0], [-1.0, -0.5]], rtol=1e-6)
+    assert act.dtype == np.float32
+    with pytest.raises(ValueError, match="expected 3 observations"):
+        policy.act(obs[:2], np.zeros(2))
+    with pytest.raises(ValueError, match="env_mask"):
+        policy.reset(np.ones(2, dtype=bool))

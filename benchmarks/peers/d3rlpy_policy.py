@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,9 @@ class D3rlpyPolicy:
                                     f"writes <out>/policy.pt)")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated in torch; d3rlpy exports it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()
         self.num_envs = num_envs
         self.low = np.asarray(action_low, np.float32)
         self.high = np.asarray(action_high, np.float32)
