@@ -13,6 +13,7 @@ Layout (E episodes, N steps in all):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,6 +208,20 @@ class EpisodeDataset:
         # Stable sort so ties keep dataset order: the same filter on the same data every time.
         order = np.argsort(-self.episode_returns, kind="stable")[:k]
         return self.select(np.sort(order))
+
+    def delayed_rewards(self) -> EpisodeDataset:
+        """The DT paper's delayed-return variant (sec. 5.3): every reward of an episode is
+        moved to its last step, so returns are unchanged but nothing is paid along the way.
+        Evaluate policies trained on it in envs wrapped with `offrl.envs.DelayedReward`."""
+        rewards = np.zeros_like(self.rewards)
+        rewards[self.episode_starts[1:] - 1] = self.episode_returns.astype(np.float32)
+        meta = dataclasses.replace(self.meta, name=f"{self.meta.name}-delayed",
+                                   extra={**self.meta.extra, "reward": "delayed"})
+        return EpisodeDataset(self.observations, self.actions, rewards, self.episode_starts,
+                              self.terminated, self.truncated, self.final_obs_known,
+                              observation_space=self.observation_space,
+                              action_space=self.action_space, meta=meta,
+                              discount=self.discount)
 
     # ---- access ---------------------------------------------------------------------------
 
