@@ -163,9 +163,27 @@ def mean_curve(curves: Sequence[dict[str, list]], key: str = "score") -> dict[st
             "n": len(curves), "dropped_steps": [s for s in union if s not in common]}
 
 
-def aggregate(runs: Sequence[dict[str, Any]], algos: Sequence[str]) -> dict[str, Any]:
+def per_target(runs: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Final return and score at each target return of a return-conditioned algorithm's
+    finished runs (from summary.json's eval/<target>/... scalars), when it has several."""
+    from offrl.evaluator import target_tag
+
+    targets = next((r["eval_targets"] for r in runs if r.get("eval_targets")), None)
+    if not targets or len(targets) < 2:
+        return []
+    out = []
+    for target in targets:
+        tag = target_tag(target)
+        out.append({"target": target, **{
+            name: seed_stats([r["final_eval"].get(f"eval/{tag}/{key}") for r in runs])
+            for name, key in (("final_return", "return_mean"), ("final_score", metric))}})
+    return out
+
+
+def aggregate(runs: Sequence[dict[str, Any]], algos: Sequence[str],
+              metric: str = "normalized_score") -> dict[str, Any]:
     """Per algorithm: final/best score, final return, wall time, updates/s over the finished
-    seeds, and the mean learning curves."""
+    seeds, the mean learning curves, and the final scores per target return."""
     out = {}
     for algo in algos:
         mine = [r for r in runs if r["algo"] == algo]
@@ -179,6 +197,7 @@ def aggregate(runs: Sequence[dict[str, Any]], algos: Sequence[str]) -> dict[str,
             "updates_per_s": seed_stats([r["updates_per_s"] for r in ok]),
             "curve": mean_curve([r["curve"] for r in ok]),
             "return_curve": mean_curve([r["curve"] for r in ok], "return_mean"),
+            "per_target": per_target(ok, metric),
         }
     return out
 
@@ -224,7 +243,7 @@ def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -
         "eval_every": {a: next((r["eval_every"] for r in records if r["algo"] == a), None)
                        for a in algos},
         "eval_targets": targets,
-        "algos": aggregate(records, algos), "runs": records,
+        "algos": aggregate(records, algos, metric), "runs": records,
     }
 
 
@@ -349,6 +368,9 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
                          f"`{r['run_dir']}`"])
     run_table = _table(["algo", "seed", "status", "final", "best @ step", "final return",
                         "wall s", "train s", "updates/s", "run folder"], run_rows)
+    target_rows = [[_label(a), f"{t['target']:g}", fmt_stats(t["final_return"], 1.0, 2),
+                    fmt_stats(t["final_score"], scale, digits)]
+                   for a, g in section["algos"].items() for t in g["per_target"]]
     dropped = {a: g["curve"]["dropped_steps"] for a, g in section["algos"].items()
                if g["curve"]["dropped_steps"]}
     failed = [r for r in section["runs"] if r["status"] != "finished"]
@@ -386,11 +408,14 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
         "Curves: mean over seeds with a ± std band, at the evaluation steps all finished seeds "
         "share" + (f" (steps dropped: {dropped})" if dropped else "") + ".",
         "",
-        "## Runs",
-        "",
-        run_table,
-        "",
     ]
+    if target_rows:
+        parts += ["## Return conditioning", "",
+                  "Final evaluation at each target return (same episodes), mean ± std over "
+                  "seeds:", "",
+                  _table(["algo", "target return", "final return", f"final {label}"],
+                         target_rows), ""]
+    parts += ["## Runs", "", run_table, ""]
     if failed:
         parts += ["## Runs that did not finish", ""]
         for r in failed:

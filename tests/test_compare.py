@@ -398,3 +398,20 @@ def test_metrics_tail_rereads_a_truncated_file(tmp_path) -> None:
     path.write_text('{"step": 10}\n')  # a resumed trainer drops rows after its checkpoint
     tail.poll()
     assert tail.step == 10
+
+
+def test_per_target_final_scores_by_hand() -> None:
+    from offrl.compare_report import per_target
+
+    def run(r1: float, r0: float) -> dict:
+        return {"eval_targets": [1.0, 0.0], "final_eval": {
+            "eval/1/return_mean": r1, "eval/1/success_rate": r1,
+            "eval/0/return_mean": r0, "eval/0/success_rate": r0}}
+
+    rows = per_target([run(0.9, 0.1), run(0.7, 0.3)], "success_rate")
+    assert [r["target"] for r in rows] == [1.0, 0.0]
+    assert rows[0]["final_return"]["mean"] == pytest.approx(0.8)
+    assert rows[0]["final_score"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert rows[1]["final_score"]["mean"] == pytest.approx(0.2)
+    single = {"eval_targets": [None], "final_eval": {"eval/none/return_mean": 1.0}}
+    assert per_target([single], "return_mean") == []  # one target: nothing to add
