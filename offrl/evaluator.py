@@ -268,12 +268,15 @@ def evaluate_checkpoint(
     target_returns: Sequence[float] | None = None, num_envs: int | None = None,
     seed: int | None = None, env_id: str | None = None, device: str = "cpu",
     async_envs: bool = False, video: str | Path | None = None,
+    config_overrides: dict[str, Any] | None = None,
 ) -> tuple[list[EvalResult], dict[str, Any]]:
     """Evaluate a checkpoint (file or run folder) from the checkpoint alone.
 
     Defaults come from the run: its env, episode count, target returns and evaluation seeds
     (so the numbers match the run's own last evaluation for a deterministic policy).
     `video`: also render the first episode (first target) to this file.
+    `config_overrides`: acting-time fields of the algorithm's config to change (e.g.
+    {"kv_cache": True} for DT); a field the config lacks is an error.
     Returns the results and the checkpoint's metadata (step, algo, env, dataset)."""
     from offrl.checkpoint import load_checkpoint, resolve_checkpoint, restore_algorithm
     from offrl.config import from_dict
@@ -283,6 +286,14 @@ def evaluate_checkpoint(
     payload = load_checkpoint(ckpt)
     config = from_dict(payload["run_config"], f"{ckpt} run_config")
     algorithm = restore_algorithm(payload, device, ckpt)
+    if config_overrides:
+        import dataclasses
+
+        fields = {f.name for f in dataclasses.fields(algorithm.config)}
+        unknown = sorted(set(config_overrides) - fields)
+        if unknown:
+            raise ValueError(f"{ckpt}: {payload['algo']} has no config field(s) {unknown}")
+        algorithm.config = dataclasses.replace(algorithm.config, **config_overrides)
     env = env_id or payload.get("env_id")
     if env is None:
         raise ValueError(f"{ckpt}: the run had no evaluation env; pass env_id (--env-id)")

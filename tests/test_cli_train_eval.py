@@ -107,6 +107,13 @@ def test_train_then_eval_smoke(algo: str, keytodoor: Path, tmp_path: Path, capsy
                                   "--episodes", "2", "--target-return", "1", "0"], capsys)
         assert code == 0, err
         assert "target_return" in out and "success_rate" in out
+        code, out, err = run_cli(["eval", str(run), "--episodes", "3", "--envs", "2", "--json",
+                                  "--kv-cache"], capsys)
+        assert code == 0, err
+        assert [r["episodes"] for r in json.loads(out)["results"]] == [3]
+    else:
+        code, _, err = run_cli(["eval", str(run), "--episodes", "1", "--kv-cache"], capsys)
+        assert code == 1 and "no config field(s) ['kv_cache']" in err
 
 
 def test_yaml_config_with_overrides_and_resume(keytodoor: Path, tmp_path: Path, capsys

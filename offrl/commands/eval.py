@@ -37,6 +37,9 @@ class EvalArgs:
     """Step the envs in subprocesses (gymnasium AsyncVectorEnv)."""
     video: str | None = None
     """Also render the first episode to this .mp4/.gif (needs imageio and an rgb_array env)."""
+    kv_cache: bool = False
+    """DT only: act with the key/value cache (faster; exact while t < K, an approximation
+    after: see offrl/algorithms/dt_cache.py and experiments/kv_cache_check.py)."""
     json: bool = False
     """Print the results as JSON."""
 
@@ -51,7 +54,8 @@ def main(argv: Sequence[str], prog: str) -> int:
         results, meta = evaluate_checkpoint(
             args.checkpoint, num_episodes=args.episodes, target_returns=args.target_return,
             num_envs=args.envs, seed=args.seed, env_id=args.env_id, device=args.device,
-            async_envs=args.async_envs, video=args.video)
+            async_envs=args.async_envs, video=args.video,
+            config_overrides={"kv_cache": True} if args.kv_cache else None)
     except (CheckpointError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
