@@ -500,17 +500,23 @@ def _finish(run: Run, code: int) -> None:
 
 
 def _stop(running: list[Run], grace_s: float = 15.0) -> None:
-    """SIGINT every child's process group, wait up to `grace_s`, then SIGKILL the rest."""
+    """SIGINT every child's process group, wait up to `grace_s` (each trainer writes its
+    summary.json), then SIGKILL the rest; a second Ctrl-C kills them at once."""
     for run in running:
         run.interrupted = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.proc.pid, signal.SIGINT)  # type: ignore[union-attr]
     deadline = time.time() + grace_s
+    try:
+        for run in running:
+            assert run.proc is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                run.proc.wait(timeout=max(0.0, deadline - time.time()))
+    except KeyboardInterrupt:
+        pass
     for run in running:
         assert run.proc is not None
-        try:
-            run.proc.wait(timeout=max(0.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
+        if run.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.proc.pid, signal.SIGKILL)
             run.proc.wait()
