@@ -231,6 +231,12 @@ def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -
     settings = asdict(plan.settings)
     algos = list(settings["algos"])
     targets = {r["algo"]: r["eval_targets"] for r in records if r["eval_targets"]}
+    warnings = []
+    conditioned = {tuple(r["eval_targets"]) for r in records
+                   if r["eval_targets"] and r["eval_targets"] != [None]}
+    if len(conditioned) > 1:  # e.g. per-algo configs with their own target_returns
+        warnings.append(f"return-conditioned runs were evaluated at different target returns "
+                        f"{sorted(conditioned)}; pass --target-returns to compare them alike")
     return {
         "name": plan.name, "dataset": plan.dataset,
         # what the runs evaluated in (a config's env_id applies when --env is not given)
@@ -243,7 +249,7 @@ def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -
         "eval_every": {a: next((r["eval_every"] for r in records if r["algo"] == a), None)
                        for a in algos},
         "eval_targets": targets,
-        "algos": aggregate(records, algos, metric), "runs": records,
+        "algos": aggregate(records, algos, metric), "runs": records, "warnings": warnings,
     }
 
 
@@ -379,6 +385,7 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
         "",
         "> Interrupted: runs stopped before the end are listed as such.\n" if ctx["interrupted"]
         else "",
+        *(f"> Warning: {w}\n" for w in section["warnings"]),
         f"Dataset `{section['dataset']}` ({d['name']}): {d['episodes']} episodes, {d['steps']} "
         f"steps, episode return {d['return_mean']:.3g} ± {d['return_std']:.3g} (min "
         f"{d['return_min']:.3g}, max {d['return_max']:.3g}); evaluation env "

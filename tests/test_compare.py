@@ -415,3 +415,56 @@ def test_per_target_final_scores_by_hand() -> None:
     assert rows[1]["final_score"]["mean"] == pytest.approx(0.2)
     single = {"eval_targets": [None], "final_eval": {"eval/none/return_mean": 1.0}}
     assert per_target([single], "return_mean") == []  # one target: nothing to add
+
+
+def test_section_from_fabricated_runs(tmp_path) -> None:
+    """read_run's statuses and the report, from run folders written by hand (no training)."""
+    from offrl.compare_report import build_section, context, write_section
+
+    def make(algo: str, seed: int, record: dict | None, summary: dict | None,
+             evals: list[tuple[int, float]]) -> Run:
+        run = Run("d", algo, seed, 10, ["python", "-m", "offrl.cli", "train", algo],
+                  tmp_path / algo / str(seed), tmp_path / f"{algo}{seed}.log",
+                  tmp_path / f"{algo}{seed}.json")
+        run.run_dir.mkdir(parents=True)
+        run.log.write_text("line 1\nTraceback: boom\n")
+        if record is not None:
+            run.record.write_text(json.dumps({"command": run.command, **record}))
+        if summary is not None:
+            (run.run_dir / "summary.json").write_text(json.dumps(summary))
+        rows = [{"step": s, "eval/return_mean": x, "eval/success_rate": x} for s, x in evals]
+        (run.run_dir / "metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 11, "eval/ret')  # cut line
+        return run
+
+    done = {"status": "finished", "step": 10, "updates_per_s": 50.0, "final_eval": {}}
+    runs = [
+        make("dt", 0, {"returncode": 0, "wall_s": 3.0}, {**done, "eval_targets": [1.0]},
+             [(5, 0.2), (10, 0.4)]),
+        make("dt", 1, {"returncode": 0, "wall_s": 5.0}, {**done, "eval_targets": [0.5]},
+             [(5, 0.6), (10, 0.2)]),
+        make("bc", 0, {"returncode": -2, "wall_s": 1.0, "interrupted": True},
+             {"status": "failed", "step": 4, "error": "KeyboardInterrupt: "}, []),
+        make("bc", 1, None, None, []),
+    ]
+    plan = DatasetPlan("d", "src", "offrl/KeyToDoor-v0", Settings(algos=("dt", "bc"))
+                       .over(DEFAULTS))
+    desc = {"name": "tiny", "env_id": "offrl/KeyToDoor-v0", "episodes": 3, "steps": 30,
+            "return_mean": 0.5, "return_std": 0.1, "return_min": 0.0, "return_max": 1.0,
+            "ref_min_score": None, "ref_max_score": None}
+    section = build_section(plan, runs, desc)
+    assert [r["status"] for r in section["runs"]] == ["finished", "finished", "interrupted",
+                                                      "not run"]
+    assert section["metric"] == "success_rate"
+    dt = section["algos"]["dt"]
+    assert dt["final_score"]["mean"] == pytest.approx(0.3)
+    assert dt["best_score"]["mean"] == pytest.approx(0.5)  # 0.4 @10 and 0.6 @5
+    assert dt["wall_s"]["mean"] == 4.0
+    assert section["warnings"] and "different target returns" in section["warnings"][0]
+    write_section(section, context([], 2, 1, 9.0, interrupted=True), tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "> Interrupted" in report and "> Warning: return-conditioned" in report
+    assert "### BC seed 0: interrupted (exit code -2)" in report
+    assert "Traceback: boom" in report and "### BC seed 1: not run" in report
+    assert "| DT | 30.0 ± 14.1 | 50.0 ± 14.1 |" in report  # success rate in %
+    assert (tmp_path / "out" / "curves_score.png").stat().st_size > 0
