@@ -55,41 +55,59 @@ def _tiny_configs(folder: Path) -> str:
     return str(folder / "{algo}.yaml")
 
 
+def _suite(path: Path, data: Path, template: str, nan_config: Path | None) -> Path:
+    import yaml
+
+    entries = [{"name": "main", "dataset": str(data), "algos": ["bc", "dt"], "seeds": 2,
+                "config": template}]
+    if nan_config is not None:  # a second entry: one LinearBC run that diverges
+        entries.append({"name": "nan", "dataset": str(data), "algos": [LINEAR], "seeds": 1,
+                        "config": [f"{LINEAR}={nan_config}"]})
+    path.write_text(yaml.safe_dump({"steps": 6, "eval_every": 3, "eval_episodes": 2,
+                                    "datasets": entries}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory) -> dict:
-    """One real comparison: bc and dt x 2 seeds, plus a LinearBC run that diverges."""
+    """One real suite: bc and dt x 2 seeds on a tiny Key-to-Door dataset, and a LinearBC run
+    that diverges (5 `offrl train` processes)."""
     from offrl.datasets.collect import collect_dataset
 
     root = tmp_path_factory.mktemp("compare")
     data, _ = collect_dataset("keytodoor/tiny-v0", "offrl/KeyToDoor-v0", "random", 30, seed=0,
                               root=root / "minari", progress=False)
     template = _tiny_configs(root / "configs")
+    suite = _suite(root / "suite.yaml", data, template, root / "configs" / "nan.yaml")
     out = root / "out"
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", str(REPO))  # the children import the tests' LinearBC
     try:
-        code = main(["compare", "--dataset", str(data), "--algos", f"bc,dt,{LINEAR}",
-                     "--seeds", "2", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
-                     "--config", template, "--config", f"{LINEAR}={root / 'configs/nan.yaml'}",
-                     "--parallel", "6", "--out", str(out), "--no-progress"])
+        code = main(["compare", "--suite", str(suite), "--parallel", "5", "--out", str(out),
+                     "--no-progress"])
     finally:
         mp.undo()
-    # read now: the --resume test rewrites results.json later
-    results = json.loads((out / "results.json").read_text())
-    return {"code": code, "out": out, "data": data, "template": template, "results": results,
-            "report": (out / "report.md").read_text()}
+    # read now: the --resume test rewrites the reports later
+    return {"code": code, "out": out, "data": data, "template": template, "root": root,
+            "results": json.loads((out / "results.json").read_text()),
+            "main": json.loads((out / "main" / "results.json").read_text()),
+            "report": (out / "report.md").read_text(),
+            "main_report": (out / "main" / "report.md").read_text(),
+            "nan_report": (out / "nan" / "report.md").read_text()}
 
 
 @pytest.mark.slow
 def test_end_to_end_numbers_match_the_runs(comparison) -> None:
     out = comparison["out"]
-    assert comparison["code"] == 1  # the diverged runs make the comparison fail ...
-    for name in ("report.md", "results.json", "curves_score.png", "curves_return.png",
-                 PLAN_FILE):
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    (section,) = comparison["results"]["datasets"]
+    assert comparison["code"] == 1  # the diverged run makes the comparison fail ...
+    assert (out / PLAN_FILE).is_file()
+    for folder in (out / "main", out / "nan"):
+        for name in ("report.md", "results.json", "curves_score.png", "curves_return.png"):
+            assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    (section,) = comparison["main"]["datasets"]
     assert section["metric"] == "success_rate"  # Key-to-Door reports success
     assert section["description"]["episodes"] == 30
+    assert [s["name"] for s in comparison["results"]["datasets"]] == ["main", "nan"]
 
     for algo in ("bc", "dt"):  # ... but every other run finished and is reported
         runs = [r for r in section["runs"] if r["algo"] == algo]
@@ -118,31 +136,44 @@ def test_end_to_end_numbers_match_the_runs(comparison) -> None:
             column = [c[i] for c in curves]
             assert agg["curve"]["mean"][i] == pytest.approx(statistics.mean(column))
             assert agg["curve"]["std"][i] == pytest.approx(statistics.stdev(column))
-
-    bad = [r for r in section["runs"] if r["algo"] == LINEAR]
-    assert [r["status"] for r in bad] == ["diverged", "diverged"]
-    assert all(r["returncode"] == 1 and "became nan" in r["error"] for r in bad)
-    assert section["algos"][LINEAR]["finished"] == 0
-    report = comparison["report"]
-    assert "## Runs that did not finish" in report and "became nan" in report
-    assert "seeds finished" in report and "| BC | " in report and "0/2" in report
-    assert "offrl compare --dataset" in report and "-m offrl.cli train --algo dt" in report
+    report = comparison["main_report"]
+    assert "seeds finished" in report and "| BC | " in report and "| DT | " in report
+    assert "offrl compare --suite" in report and "-m offrl.cli train --algo dt" in report
     assert "torch 2." in report  # library versions
+
+    (bad,) = comparison["results"]["datasets"][1]["runs"]
+    assert (bad["status"], bad["returncode"]) == ("diverged", 1) and "became nan" in bad["error"]
+    assert "## Runs that did not finish" in comparison["nan_report"]
+    assert "became nan" in comparison["nan_report"]  # the error and the log's tail
+
+    # the suite's summary: rows datasets, columns algorithms, success rate in %
+    lines = [line for line in comparison["report"].splitlines() if line.startswith("| ")]
+    assert lines[0] == f"| dataset | score | steps | BC | DT | {LINEAR} |"
+    cells = {a: section["algos"][a]["final_score"] for a in ("bc", "dt")}
+    expected = " | ".join(f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f}" for c in cells.values())
+    assert lines[1] == (f"| [main](main/report.md) | success rate (%) | 6 | {expected} | "
+                        f"not run |")
+    assert lines[2] == ("| [nan](nan/report.md) | success rate (%) | 6 | not run | not run | "
+                        "- (0/1 seeds) |")
+    assert "## Suite file" in comparison["report"]
 
 
 @pytest.mark.slow
 def test_resume_keeps_finished_runs_and_refuses_a_bare_rerun(comparison, capsys) -> None:
-    out, data = comparison["out"], comparison["data"]
-    args = ["compare", "--dataset", str(data), "--algos", "bc,dt", "--seeds", "2", "--steps", "6",
-            "--eval-every", "3", "--eval-episodes", "2", "--config", comparison["template"],
-            "--out", str(out), "--no-progress"]
+    out, root = comparison["out"], comparison["root"]
+    # the same suite without the diverging entry (a diverged run would start again)
+    suite = _suite(root / "suite-main.yaml", comparison["data"], comparison["template"], None)
+    args = ["compare", "--suite", str(suite), "--out", str(out), "--no-progress"]
     assert main(args) == 2  # the folder exists: neither --force nor --resume
     assert "exists and is not empty" in capsys.readouterr().err
-    logs = {p: p.stat().st_mtime_ns for p in (out / "logs").glob("*.log")}
+    logs = {p: p.stat().st_mtime_ns for p in (out / "main" / "logs").glob("*.log")}
+    assert len(logs) == 4
     assert main([*args, "--resume"]) == 0  # all four finished earlier: nothing reruns
-    assert {p: p.stat().st_mtime_ns for p in (out / "logs").glob("*.log")} == logs
-    section = json.loads((out / "results.json").read_text())["datasets"][0]
+    assert "4 runs (4 done earlier" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (out / "main" / "logs").glob("*.log")} == logs
+    section = json.loads((out / "main" / "results.json").read_text())["datasets"][0]
     assert [r["status"] for r in section["runs"]] == ["finished"] * 4
+    assert section["algos"]["dt"] == comparison["main"]["datasets"][0]["algos"]["dt"]
 
 
 def test_help(capsys) -> None:
@@ -344,29 +375,6 @@ def test_metrics_tail_and_status_line(tmp_path) -> None:
     line = status_line(run, 110.0)
     assert line.startswith("dt/seed0  20/40") and "success_rate 0.25 @20" in line
     assert "ETA 10s" in line
-
-
-@pytest.mark.slow
-def test_suite_summary_table(comparison, tmp_path) -> None:
-    from offrl.compare_report import write_suite
-
-    results = comparison["results"]
-    section = results["datasets"][0]
-    other = json.loads(json.dumps(section)) | {"name": "other", "metric": "normalized_score",
-                                               "metric_label": "normalized score"}
-    write_suite([section, other], results["context"], tmp_path, "seeds: 2  # the suite\n")
-    report = (tmp_path / "report.md").read_text()
-    assert "```yaml\nseeds: 2  # the suite\n```" in report
-    lines = [line for line in report.splitlines() if line.startswith("| ")]
-    assert lines[0] == f"| dataset | score | steps | BC | DT | {LINEAR} |"
-    bc = section["algos"]["bc"]["final_score"]
-    first = f"{100 * bc['mean']:.1f} ± {100 * bc['std']:.1f}"  # success rate in %
-    assert lines[1].startswith(f"| [{section['name']}]({section['name']}/report.md) | "
-                               f"success rate (%) | 6 | {first} |")
-    assert lines[2].startswith(f"| [other](other/report.md) | normalized score | 6 | "
-                               f"{bc['mean']:.1f} ± {bc['std']:.1f} |")
-    assert lines[1].endswith("| - (0/2 seeds) |")  # the diverged algorithm
-    assert len(json.loads((tmp_path / "results.json").read_text())["datasets"]) == 2
 
 
 def test_resume_point(tmp_path) -> None:
