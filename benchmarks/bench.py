@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="a few updates, 1 repeat, small matmuls (smoke test, not a measurement)")
     p.add_argument("--steps", type=int, default=1_000_000, help="dataset transitions")
-    p.add_argument("--threads", default="",
-                   help="comma-separated torch thread counts; default: cores,1")
+    p.add_argument("--threads", default="auto",
+                   help="comma-separated torch thread counts; auto: cores,1 on an idle machine, "
+                        "1 alone when the load average already exceeds half the cores")
     p.add_argument("--algos", default="dt,cql,bc")
     p.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {SKIPPABLE}")
@@ -191,9 +192,21 @@ def main(argv: list[str] | None = None) -> int:
     if bad := set(algos) - set(WORKLOADS):
         p.error(f"--algos: unknown {sorted(bad)}; expected {sorted(WORKLOADS)}")
     cores = machine_cores()
-    threads = [int(t) for t in args.threads.split(",") if t] or sorted({cores, 1}, reverse=True)
-    repeats = args.repeats or (1 if args.quick else 3)
     notes: list[str] = []
+    load = os.getloadavg()[0]
+    if args.threads == "auto":
+        threads = sorted({cores, 1}, reverse=True)
+        if cores > 1 and load > cores / 2:
+            # Other processes hold the cores: OpenMP threads then wait at every barrier for a
+            # descheduled sibling (measured here under a load average of 10 on 2 cores: BC
+            # 15-19x slower at 2 threads than at 1, offrl and d3rlpy alike), so a multi-thread
+            # rate measures the scheduler, not the library.
+            threads = [1]
+            notes.append(f"load average {load:.1f} on {cores} cores at start: measured at 1 "
+                         f"torch thread only (--threads {cores},1 forces both)")
+    else:
+        threads = [int(t) for t in args.threads.split(",") if t]
+    repeats = args.repeats or (1 if args.quick else 3)
     t_start = time.perf_counter()
 
     summary: dict[str, Any] = {
