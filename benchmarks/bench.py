@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -287,10 +288,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if "eval" not in skip:
         episodes, envs = (2, 2) if args.quick else (10, 10)
-        ev = run_eval_speed(args.eval_threads, episodes, envs,
-                            args.out.parent / "eval_speed_bench.tmp.json")
-        (args.out.parent / "eval_speed_bench.tmp.json").unlink(missing_ok=True)
-        summary["eval"] = ev
+        with tempfile.TemporaryDirectory() as tmp:
+            summary["eval"] = run_eval_speed(args.eval_threads, episodes, envs,
+                                             Path(tmp) / "eval_speed.json")
 
     dl = ROOT / "benchmarks/results/data_layer.json"
     if dl.exists():
