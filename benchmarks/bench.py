@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.data_layer import make_file
+from benchmarks.data_layer import busy_machine, make_file
 from benchmarks.matmul_peak import matmul_peak
 from benchmarks.train_speed import (
     D3RLPY_PYTHON,
@@ -197,11 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     if args.threads == "auto":
         threads = sorted({cores, 1}, reverse=True)
-        if cores > 1 and load > cores / 2:
-            # Other processes hold the cores: OpenMP threads then wait at every barrier for a
-            # descheduled sibling (measured here under a load average of 10 on 2 cores: BC
-            # 15-19x slower at 2 threads than at 1, offrl and d3rlpy alike), so a multi-thread
-            # rate measures the scheduler, not the library.
+        if busy_machine(cores):  # multi-thread rates would measure the scheduler
             threads = [1]
             notes.append(f"load average {load:.1f} on {cores} cores at start: measured at 1 "
                          f"torch thread only (--threads {cores},1 forces both)")

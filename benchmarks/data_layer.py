@@ -4,13 +4,15 @@ Measures: load time of a D4RL-format HDF5 file, SequenceSampler sequences/s (B=6
 TransitionSampler transitions/s (B=256). Median of 3 runs; prints a table and writes JSON.
 Targets on 2 CPU cores: load < 5 s, >= 20,000 sequences/s, >= 1,000,000 transitions/s.
 
-    python benchmarks/data_layer.py [--steps 1000000] [--out benchmarks/results/data_layer.json]
+    python benchmarks/data_layer.py [--steps 1000000] [--threads auto]
+        [--out benchmarks/results/data_layer.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -46,6 +48,15 @@ def make_file(path: Path, steps: int, seed: int = 0) -> None:
         f["timeouts"] = timeouts
 
 
+def busy_machine(cores: int | None = None) -> bool:
+    """Whether other processes already hold at least half the cores (1-minute load average).
+    Multi-threaded torch ops then wait at every OpenMP barrier for a descheduled sibling:
+    measured on a 2-core machine at load 10, SequenceSampler ran 50x and BC training 15-19x
+    slower at 2 threads than at 1, so a multi-thread rate measures the scheduler."""
+    cores = cores or os.cpu_count() or 1
+    return cores > 1 and os.getloadavg()[0] > cores / 2
+
+
 def rate(fn, items_per_call: int, seconds: float = 2.0) -> float:
     fn()  # warm-up
     n, start = 0, time.perf_counter()
@@ -59,8 +70,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", default="auto",
+                        help="torch threads; auto: torch's default, or 1 on a busy machine")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/data_layer.json"))
     args = parser.parse_args()
+    if args.threads == "auto":
+        if busy_machine():
+            torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(int(args.threads))
+    load_start = list(os.getloadavg())
     results: dict[str, list[float]] = {"load_s": [], "sequences_per_s": [],
                                        "transitions_per_s": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +95,8 @@ def main() -> None:
             results["transitions_per_s"].append(rate(tr.sample, 256))
     targets = {"load_s": ("<", 5.0), "sequences_per_s": (">=", 20_000),
                "transitions_per_s": (">=", 1_000_000)}
-    summary = {"steps": args.steps, "torch_threads": torch.get_num_threads()}
+    summary = {"steps": args.steps, "torch_threads": torch.get_num_threads(),
+               "load_average_start": load_start}
     print(f"{'metric':<20}{'median':>14}{'target':>14}  ok")
     for key, values in results.items():
         med = statistics.median(values)
