@@ -276,10 +276,13 @@ class OfflineAlgorithm:
 
     @staticmethod
     def metrics(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
-        """Tensors -> floats with a single device sync."""
+        """Tensors -> floats with a single device sync (on CPU, where there is nothing to
+        wait for, plain `.item()` per value: stacking cost ~5x more)."""
         keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
         out = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
-        if keys:
+        if keys and all(values[k].device.type == "cpu" for k in keys):
+            out.update((k, float(values[k].item())) for k in keys)
+        elif keys:
             flat = torch.stack([values[k].detach().float().reshape(()) for k in keys]).tolist()
             out.update(zip(keys, flat, strict=True))
         return out
