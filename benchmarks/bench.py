@@ -143,8 +143,10 @@ def train_rows(results: list[dict[str, Any]], peak: dict[str, Any] | None) -> li
 
 def eval_rows(ev: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows from eval_speed.py's JSON: per acting mode, N envs in lockstep vs one env at a
-    time; the target compares the default acting mode at N envs with sequential evaluation
-    as a reference implementation does it (one env, the full K-step window every step)."""
+    time, and the KV cache at N envs vs the exact window one env at a time. The target goes
+    on the row comparing offrl's default acting mode (`DTConfig.kv_cache`) at N envs with
+    sequential evaluation as a reference implementation does it (one env, the full K-step
+    window every step)."""
     from offrl.algorithms import DTConfig
 
     modes = ev.get("modes") or {"exact": ev}  # older eval_speed.py: one mode, top level
@@ -153,15 +155,15 @@ def eval_rows(ev: dict[str, Any]) -> list[dict[str, Any]]:
              "ratio": m["speedup"]} for mode, m in modes.items()]
     default = "kv-cache" if getattr(DTConfig(), "kv_cache", False) else "exact"
     target = TARGETS["eval"]
-    if default == "exact" and "exact" in modes:
-        rows[list(modes).index("exact")].update(target=target, ok=modes["exact"]["speedup"]
-                                               >= target)
-    elif default in modes and "exact" in modes:
-        ours = modes[default]["vectorized_env_steps_per_s"]
+    if "kv-cache" in modes and "exact" in modes:
+        ours = modes["kv-cache"]["vectorized_env_steps_per_s"]
         seq = modes["exact"]["one_env_env_steps_per_s"]
-        rows.append({"metric": f"DT eval: {ev['envs']} envs [{default}] vs 1 env [exact]",
-                     "offrl": ours, "reference": seq, "ratio": ours / seq, "target": target,
-                     "ok": ours / seq >= target})
+        rows.append({"metric": f"DT eval {ev['envs']} envs [kv-cache] vs 1 [exact]",
+                     "offrl": ours, "reference": seq, "ratio": ours / seq})
+    # The target compares offrl's default acting mode with exact sequential evaluation.
+    if default in modes and "exact" in modes:
+        row = rows[-1] if default == "kv-cache" else rows[list(modes).index("exact")]
+        row.update(target=target, ok=row["ratio"] >= target)
     return rows
 
 
