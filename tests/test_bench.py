@@ -154,3 +154,21 @@ def test_d3rlpy_policy_adapter(tmp_path: Path) -> None:
         policy.act(obs[:2], np.zeros(2))
     with pytest.raises(ValueError, match="env_mask"):
         policy.reset(np.ones(2, dtype=bool))
+
+
+def test_eval_rows_put_the_target_on_the_default_mode() -> None:
+    def mode(vec: float, one: float) -> dict[str, float]:
+        return {"vectorized_env_steps_per_s": vec, "one_env_env_steps_per_s": one,
+                "speedup": vec / one}
+
+    ev = {"envs": 10, "modes": {"exact": mode(1000.0, 100.0), "kv-cache": mode(3000.0, 200.0)}}
+    rows = bench.eval_rows(ev)
+    assert [r["ratio"] for r in rows] == pytest.approx([10.0, 15.0, 30.0])
+    from offrl.algorithms import DTConfig
+
+    targeted = [r for r in rows if r.get("target")]
+    assert len(targeted) == 1 and targeted[0]["ok"]
+    assert targeted[0] is (rows[2] if getattr(DTConfig(), "kv_cache", False) else rows[0])
+    old = {"envs": 10, **mode(500.0, 100.0)}  # eval_speed.py before it timed two modes
+    (row,) = bench.eval_rows(old)
+    assert row["ratio"] == pytest.approx(5.0) and row["ok"] is False
