@@ -305,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"{summary['machine']['cpu_model']}, {cores} cores, torch {torch.__version__}, "
-          f"load average at start {summary['machine']['load_average_start'][0]:.2f}; "
-          f"reference = d3rlpy 2.8.1 (training) / one env at a time (evaluation); "
-          f"median of {repeats}")
+          f"load average {summary['machine']['load_average_start'][0]:.1f} at start, "
+          f"{summary['machine']['load_average_end'][0]:.1f} at the end")
+    print(f"reference: d3rlpy 2.8.1 (training; rates are medians of {repeats} chunks, ratios "
+          f"medians of the paired chunks' ratios) / one env at a time (evaluation)")
     print(table(rows))
     for n in notes:
         print(f"note: {n}")
