@@ -167,9 +167,15 @@ class _EnsembleMLPFunction(torch.autograd.Function):
 
 
 class CriticEnsemble(nn.Module):
-    """E Q-networks Q_e(s, a) as one MLP of `EnsembleLinear` layers, evaluated by
-    `_EnsembleMLPFunction` (all critics in one call, rows in cache-sized chunks) instead of
-    E separate forward passes."""
+    """E Q-networks Q_e(s, a) as one MLP of `EnsembleLinear` layers: all critics in one call
+    instead of E separate forward passes.
+
+    On one CPU thread, `_EnsembleMLPFunction` runs them in cache-sized row chunks (measured
+    1.2-1.3x faster per CQL update than layer-wise autograd, fp32 and bf16). With more threads
+    (and on GPUs) the layer-wise path runs instead: on a loaded 2-core machine the many small
+    parallel matmuls of the chunked path measured slower than a few large ones. Both give the
+    same math, with the output layer in float32 under bf16 autocast.
+    """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int],
                  ensemble_size: int = 2) -> None:
@@ -181,6 +187,17 @@ class CriticEnsemble(nn.Module):
         self.hidden = tuple(hidden)
         self.ensemble_size = ensemble_size
 
+    def _layerwise(self, x: torch.Tensor) -> torch.Tensor:
+        """Plain autograd, layer by layer: (N, in) -> (E, N, 1) float32."""
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h), inplace=True)  # in place: the matmul/add does not keep it
+        last = self.layers[-1]
+        with torch.autocast(x.device.type, enabled=False):  # fp32 output layer (see above)
+            if h.ndim == 2:  # no hidden layer: the shared input
+                return torch.matmul(h.float(), last.weight) + last.bias
+            return torch.baddbmm(last.bias, h.float(), last.weight)
+
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs (B, obs_dim) with actions (B, act_dim) -> Q values (E, B), or with M actions
         per state (B, M, act_dim) -> (E, B, M). Float32 output, also under bf16 autocast."""
@@ -190,10 +207,13 @@ class CriticEnsemble(nn.Module):
             obs = obs[:, None].expand(-1, m, -1).reshape(b * m, -1)  # (B*M, obs_dim)
             actions = actions.reshape(b * m, -1)
         x = torch.cat([obs, actions], dim=-1)  # (N, obs+act)
-        dtype = (torch.get_autocast_dtype(x.device.type)
-                 if torch.is_autocast_enabled(x.device.type) else torch.float32)
-        params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
-        q = _EnsembleMLPFunction.apply(x, dtype, _chunk_rows(self.hidden, dtype), *params)
+        if x.device.type == "cpu" and torch.get_num_threads() == 1:
+            dtype = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                     else torch.float32)
+            params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
+            q = _EnsembleMLPFunction.apply(x, dtype, _chunk_rows(self.hidden, dtype), *params)
+        else:
+            q = self._layerwise(x)
         q = q.squeeze(-1)  # (E, N)
         return q.view(self.ensemble_size, b, -1) if per_state else q
 
