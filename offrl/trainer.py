@@ -23,6 +23,7 @@ import os
 import random
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -82,6 +83,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (torch's own, private, capability probes)."""
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(p() for p in probes if p is not None)
+
+
 def autocast_context(device: torch.device, precision: str) -> AbstractContextManager[Any]:
     """The numerics of one update: nothing for fp32; for bf16, `torch.autocast` over the whole
     `update` call (the trainer cannot see inside it): matmuls and convolutions run in bfloat16
@@ -91,6 +99,9 @@ def autocast_context(device: torch.device, precision: str) -> AbstractContextMan
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
+        if device.type == "cpu" and not _cpu_has_bf16():
+            warnings.warn("precision bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 "
+                          "matmuls are emulated and likely slower than fp32", stacklevel=2)
         return torch.autocast(device.type, dtype=torch.bfloat16)
     raise ConfigError(f"precision must be fp32 | bf16, got '{precision}'")
 
