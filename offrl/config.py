@@ -73,6 +73,10 @@ class RunConfig(Generic[C]):
     matmuls in bfloat16, weights, gradients and optimizer state stay float32). bf16 is several
     times faster on CPUs with AMX / AVX512-BF16 and on recent GPUs; fp32 keeps results
     comparable with published numbers."""
+    reward: Literal["dense", "delayed"] = "dense"
+    """dense: the dataset's rewards. delayed: the DT paper's delayed-return setting (sec.
+    5.3): each episode's whole return paid on its last step, in the training data
+    (`EpisodeDataset.delayed_rewards`) and in the evaluation env (`DelayedReward`) alike."""
     runs_root: str = "runs"
     """Runs go to <runs_root>/<dataset>/<algo>/<seed>-<time>/ unless run_dir is given."""
     run_dir: str | None = None

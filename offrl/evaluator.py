@@ -75,6 +75,8 @@ def target_tag(target: float | None) -> str:
 
 def _make_env_fn(env: EnvSpec, **kwargs: Any) -> Callable[[], gym.Env]:
     if callable(env):
+        if kwargs:
+            raise ValueError(f"env_kwargs {sorted(kwargs)} apply to an env id, not to a factory")
         return env
     from offrl.envs.make import make_env
 
@@ -92,13 +94,14 @@ class Evaluator:
     def __init__(
         self, env: EnvSpec, num_envs: int, *, async_envs: bool = False,
         ref_scores: tuple[float, float] | None = None,
+        env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.env_spec = env
         self.num_envs = int(num_envs)
         self.ref_scores = ref_scores
-        fns = [_make_env_fn(env)] * self.num_envs
+        fns = [_make_env_fn(env, **(env_kwargs or {}))] * self.num_envs
         mode = gym.vector.AutoresetMode.DISABLED
         self.envs: gym.vector.VectorEnv = (
             gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode) if async_envs
@@ -280,7 +283,7 @@ def evaluate_checkpoint(
     Returns the results and the checkpoint's metadata (step, algo, env, dataset)."""
     from offrl.checkpoint import load_checkpoint, resolve_checkpoint, restore_algorithm
     from offrl.config import from_dict
-    from offrl.trainer import is_return_conditioned
+    from offrl.trainer import env_kwargs, is_return_conditioned
 
     ckpt = resolve_checkpoint(path)
     payload = load_checkpoint(ckpt)
@@ -305,7 +308,7 @@ def evaluate_checkpoint(
     n = min(num_envs or config.num_eval_envs, episodes)
     ref = payload.get("ref_scores") if env == payload.get("env_id") else reference_scores(env)
     seed = config.resolved_eval_seed if seed is None else seed
-    with Evaluator(env, n, async_envs=async_envs,
+    with Evaluator(env, n, async_envs=async_envs, env_kwargs=env_kwargs(config),
                    ref_scores=tuple(ref) if ref is not None else None) as ev:
         results = ev.evaluate(algorithm.make_policy(n), episodes, target_returns=targets,
                               seed=seed)

@@ -130,6 +130,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+def env_kwargs(config: RunConfig) -> dict[str, Any]:
+    """Keyword arguments for `make_env` that the run's config implies."""
+    return {"reward": "delayed"} if config.reward == "delayed" else {}
+
+
 def is_return_conditioned(algo_cls: type) -> bool:
     """Whether the policy takes a target return (explicit attribute, else sequence models)."""
     return bool(getattr(algo_cls, "return_conditioned", algo_cls.batch_kind == "sequence"))
@@ -245,6 +250,8 @@ class Trainer:
         from offrl.datasets import load_dataset
 
         self.dataset = load_dataset(config.dataset, env_id=config.env_id, download=config.download)
+        if config.reward == "delayed":
+            self.dataset = self.dataset.delayed_rewards()
         self.env_id = config.env_id or self.dataset.meta.env_id
         if config.num_eval_episodes > 0 and self.env_id is None:
             raise ConfigError(f"dataset '{config.dataset}' does not name its env; pass --env-id "
@@ -372,7 +379,8 @@ class Trainer:
             assert self.env_id is not None
             n = min(self.config.num_eval_envs, self.config.num_eval_episodes)
             self._evaluator = Evaluator(self.env_id, n, async_envs=self.config.async_envs,
-                                        ref_scores=self.ref_scores)
+                                        ref_scores=self.ref_scores,
+                                        env_kwargs=env_kwargs(self.config))
         return self._evaluator
 
     def evaluate(self) -> list[EvalResult]:

@@ -291,3 +291,27 @@ def test_yaml_config_errors_name_the_file_and_key(tmp_path: Path, cartpole: Path
         RunConfig(algo="nope")
     with pytest.raises(ConfigError, match="total_steps must be >= 1"):
         RunConfig(algo=LINEAR_BC, total_steps=0)
+
+
+def test_delayed_reward_run_trains_and_evaluates_delayed(cartpole: Path, tmp_path: Path
+                                                         ) -> None:
+    from offrl.envs import DelayedReward
+
+    cfg = make_config(cartpole, tmp_path / "run", total_steps=10, eval_every=0,
+                      reward="delayed")
+    trainer = Trainer(cfg, progress=False)
+    try:
+        ds = trainer.dataset
+        last = ds.episode_starts[1:] - 1
+        assert (np.delete(ds.rewards, last) == 0).all() and (ds.rewards[last] > 0).all()
+        assert all(isinstance(e, DelayedReward) for e in trainer.evaluator.envs.envs)
+        result = trainer.run()
+    finally:
+        trainer.close()
+    dense = make_config(cartpole, tmp_path / "dense", total_steps=10, eval_every=0)
+    # Same seed, same data order, same policy: only the timing of the reward differs, so the
+    # episode returns of the final evaluation are equal.
+    assert result.final_eval["eval/none/return_mean"] == train(dense, progress=False
+                                                               ).final_eval["eval/none/return_mean"]
+    (res,), _ = evaluate_checkpoint(result.run_dir)
+    assert res.summary()["return_mean"] == result.final_eval["eval/none/return_mean"]
