@@ -85,6 +85,7 @@ class DTKVCache:
         # Old slots all hold earlier tokens: only the new ones need a causal order.
         p = self.ptr // 3
         allowed = ((window.unsqueeze(1) & self.keep[p]) | self.own[p]).unsqueeze(1)  # (N,1,3,3K)
+        last = len(m.blocks) - 1
         for i, block in enumerate(m.blocks):
             attn = block.attn
             d = x.shape[-1]
@@ -92,9 +93,13 @@ class DTKVCache:
             q, k, v = attn.qkv(block.ln1(x)).view(n, 3, 3, nh, d // nh).permute(2, 0, 3, 1, 4)
             self.keys[i, :, :, new] = k  # (N, H, 3, hd)
             self.values[i, :, :, new] = v
+            if i == last:  # later steps need a_{t-1}'s and R_t's keys/values, not outputs
+                q, x, mask = q[:, :, 2:], x[:, 2:], allowed[:, :, 2:]
+            else:
+                mask = allowed
             y = F.scaled_dot_product_attention(q, self.keys[i], self.values[i],
-                                               attn_mask=allowed)  # (N, H, 3, hd)
-            x = x + attn.out_proj(y.transpose(1, 2).reshape(n, 3, d))
+                                               attn_mask=mask)  # (N, H, 3 or 1, hd)
+            x = x + attn.out_proj(y.transpose(1, 2).reshape(n, -1, d))
             x = x + block.mlp(block.ln2(x))
         self.ptr = (self.ptr + 3) % self.slots
-        return m._head(m.ln_f(x[:, 2]))
+        return m._head(m.ln_f(x[:, -1]))
