@@ -129,7 +129,8 @@ def promote_snapshot(snapshot: str | Path, env: str, level: str,
                 data = src[key][:step]
                 if key == "timeouts" and len(data):  # the cut closes the running episode
                     data[-1] = data[-1] or not src["terminals"][step - 1]
-                dst.create_dataset(key, data=data, compression="gzip", compression_opts=6)
+                dst.create_dataset(key, data=data, compression="gzip", compression_opts=6,
+                                   shuffle=True)  # byte shuffle: floats compress better
         os.replace(tmp, out)
     return target
 
