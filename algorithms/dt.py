@@ -137,14 +137,7 @@ class DecisionTransformer(nn.Module):
         actions (B, K, A) in [-1, 1] or logits (B, K, n); with `return_attention`, also
         one (B, H, 3K, 3K) attention map per block (token order R, s, a per step)."""
         b, k = mask.shape
-        if k > self.context:
-            raise ValueError(f"sequence length {k} exceeds the context {self.context}")
-        t = self.embed_timestep(timesteps)  # (B, K, h)
-        tokens = torch.stack([
-            self.embed_return(returns_to_go.unsqueeze(-1)) + t,
-            self.embed_state(states) + t,
-            self.embed_action(actions) + t,
-        ], dim=2).reshape(b, 3 * k, -1)  # (B, 3K, h): R_1, s_1, a_1, R_2, ...
+        tokens = self._tokens(states, actions, returns_to_go, timesteps)  # (B, 3K, h)
         x = self.drop(self.embed_ln(tokens))
         length = 3 * k
         key_ok = mask.repeat_interleave(3, dim=1)  # (B, 3K)
@@ -158,6 +151,20 @@ class DecisionTransformer(nn.Module):
                 maps.append(w)
         x = self.ln_f(x).view(b, k, 3, -1)[:, :, 1]  # (B, K, h) state tokens
         return (self._head(x), maps) if return_attention else self._head(x)
+
+    def _tokens(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+                timesteps: torch.Tensor) -> torch.Tensor:
+        """(B, 3K, h) token embeddings in the order R_1, s_1, a_1, R_2, ..., each plus its
+        step's timestep embedding."""
+        b, k = timesteps.shape
+        if k > self.context:
+            raise ValueError(f"sequence length {k} exceeds the context {self.context}")
+        t = self.embed_timestep(timesteps)  # (B, K, h)
+        return torch.stack([
+            self.embed_return(returns_to_go.unsqueeze(-1)) + t,
+            self.embed_state(states) + t,
+            self.embed_action(actions) + t,
+        ], dim=2).reshape(b, 3 * k, -1)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         out = self.action_head(x)
@@ -175,15 +182,8 @@ class DecisionTransformer(nn.Module):
         if self.training:
             raise RuntimeError("predict_last is for acting: call model.eval() first")
         b, k = mask.shape
-        if k > self.context:
-            raise ValueError(f"sequence length {k} exceeds the context {self.context}")
-        t = self.embed_timestep(timesteps)  # (B, K, h)
-        tokens = torch.stack([
-            self.embed_return(returns_to_go.unsqueeze(-1)) + t,
-            self.embed_state(states) + t,
-            self.embed_action(actions) + t,
-        ], dim=2).reshape(b, 3 * k, -1)[:, :-1]  # (B, L=3K-1, h): ends with s_K
-        x = self.embed_ln(tokens)
+        tokens = self._tokens(states, actions, returns_to_go, timesteps)[:, :-1]  # ends: s_K
+        x = self.embed_ln(tokens)  # (B, L=3K-1, h)
         length = 3 * k - 1
         key_ok = mask.repeat_interleave(3, dim=1)[:, :-1]  # (B, L)
         attn_mask = (self.causal[:length, :length]
