@@ -24,8 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from offrl.datasets.core import DatasetError
-from offrl.datasets.recipes import MUJOCO_ENVS, BehaviourPolicy, promote_snapshot
+from offrl.datasets.recipes import (
+    MUJOCO_ENVS,
+    BehaviourPolicy,
+    promote_snapshot,
+    snapshot_returns,
+)
 from offrl.envs.facts import ENV_FACTS
 
 EVAL_SEED = 500_000  # far from the recipes' collection seeds
@@ -44,10 +48,7 @@ def stochastic_return(snapshot: Path, episodes: int, seed: int = EVAL_SEED) -> t
 
 def choose(run: Path, env: str, level: str, fraction: float, episodes: int,
            candidates: int, log=print) -> tuple[Path, dict[str, Any]]:
-    snaps = sorted(Path(run, "snapshots").glob("step_*.pt"))
-    if not snaps:
-        raise DatasetError(f"{run}: no snapshots (train with offrl.datasets.behaviour)")
-    det = np.array([torch.load(p, weights_only=False)["return_mean"] for p in snaps])
+    snaps, det = snapshot_returns(run)
     if level == "expert":
         order = np.argsort(-det)[:candidates]
     else:

@@ -90,13 +90,19 @@ def load_behaviour_policy(source: str | Path, num_envs: int = 1, seed: int = 0,
     return BehaviourPolicy(snapshot, num_envs, seed, deterministic)
 
 
-def select_snapshot(run_dir: str | Path, fraction_of_best: float | None) -> Path:
-    """The snapshot whose measured return is closest to `fraction_of_best` x the best
-    return in the run (D4RL's medium: about 1/3 of expert); None = the best one."""
+def snapshot_returns(run_dir: str | Path) -> tuple[list[Path], np.ndarray]:
+    """A behaviour run's snapshots in step order and their recorded (deterministic) returns."""
     snaps = sorted(Path(run_dir, "snapshots").glob("step_*.pt"))
     if not snaps:
         raise DatasetError(f"{run_dir}: no snapshots (train with offrl.datasets.behaviour)")
-    returns = np.array([torch.load(p, weights_only=False)["return_mean"] for p in snaps])
+    return snaps, np.array([torch.load(p, weights_only=False)["return_mean"] for p in snaps])
+
+
+def select_snapshot(run_dir: str | Path, fraction_of_best: float | None) -> Path:
+    """The snapshot whose recorded return is closest to `fraction_of_best` x the best
+    return in the run; None = the best one. (`offrl.datasets.promote` re-measures the
+    candidates with sampled actions, which is what shipping uses.)"""
+    snaps, returns = snapshot_returns(run_dir)
     if fraction_of_best is None:
         return snaps[int(returns.argmax())]
     return snaps[int(np.abs(returns - fraction_of_best * returns.max()).argmin())]

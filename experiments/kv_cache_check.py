@@ -36,16 +36,16 @@ def check(path: str, episodes: int, envs: int) -> dict:
     targets = tuple(payload.get("eval_targets") or (algo.resolved["target_return"],))
     row = {"checkpoint": str(ckpt), "env": env, "context": algo.config.context,
            "step": payload["step"], "targets": {}}
+    ev = Evaluator(env, min(envs, episodes))  # one set of envs for every target and mode
     for target in targets:
         out = {}
         for mode in ("exact", "kv-cache"):
-            with Evaluator(env, min(envs, episodes)) as ev:
-                policy = DTPolicy(algo, ev.num_envs, kv_cache=mode == "kv-cache")
-                t0 = time.perf_counter()
-                (res,) = ev.evaluate(policy, episodes, target_returns=(target,),
-                                     seed=config.resolved_eval_seed)
-                out[mode] = {"returns": res.returns.tolist(), "s": time.perf_counter() - t0,
-                             "lengths_mean": float(res.lengths.mean())}
+            policy = DTPolicy(algo, ev.num_envs, kv_cache=mode == "kv-cache")
+            t0 = time.perf_counter()
+            (res,) = ev.evaluate(policy, episodes, target_returns=(target,),
+                                 seed=config.resolved_eval_seed)
+            out[mode] = {"returns": res.returns.tolist(), "s": time.perf_counter() - t0,
+                         "lengths_mean": float(res.lengths.mean())}
         a, b = (np.array(out[m]["returns"]) for m in ("exact", "kv-cache"))
         row["targets"][str(target)] = {
             **out, "same_return": int(np.isclose(a, b, atol=1e-6).sum()),
@@ -55,6 +55,7 @@ def check(path: str, episodes: int, envs: int) -> dict:
               f"{a.std():.3f}, kv-cache {b.mean():.3f} +- {b.std():.3f}; same return in "
               f"{row['targets'][str(target)]['same_return']}/{episodes} episodes; time "
               f"{out['exact']['s']:.1f} s vs {out['kv-cache']['s']:.1f} s")
+    ev.close()
     return row
 
 

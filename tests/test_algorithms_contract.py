@@ -31,6 +31,15 @@ def build(name: str, kind: str, seed: int = 0, **overrides):
     return algo, ds
 
 
+def trained(name: str, kind: str, updates: int):
+    """`build` plus `updates` gradient steps; returns the algorithm, data and its sampler."""
+    algo, ds = build(name, kind)
+    sampler = algo.make_sampler(ds, seed=0)
+    for _ in range(updates):
+        algo.update(sampler.sample())
+    return algo, ds, sampler
+
+
 def params(algo) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in algo.nets.state_dict().items()}
 
@@ -169,10 +178,7 @@ def test_same_seed_gives_identical_parameters(name, kind):
 
 @pytest.mark.parametrize("name,kind", CASES)
 def test_checkpoint_round_trip_acts_and_resumes_identically(name, kind):
-    algo, ds = build(name, kind)
-    sampler = algo.make_sampler(ds, seed=0)
-    for _ in range(4):
-        algo.update(sampler.sample())
+    algo, ds, sampler = trained(name, kind, 4)
     buf = io.BytesIO()
     torch.save(algo.state_dict(), buf)
     buf.seek(0)
@@ -223,10 +229,7 @@ def test_load_state_dict_rejects_another_algorithm_or_space():
 
 @pytest.mark.parametrize("name,kind", CASES)
 def test_policy_serves_parallel_envs_with_masked_resets(name, kind):
-    algo, ds = build(name, kind)
-    sampler = algo.make_sampler(ds, seed=0)
-    for _ in range(3):
-        algo.update(sampler.sample())
+    algo, ds, sampler = trained(name, kind, 3)
     n, steps = 4, 9
     policy = algo.make_policy(n)
     assert isinstance(policy, Policy)
