@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from offrl.datasets.core import DatasetError
 from offrl.datasets.recipes import (
     MUJOCO_ENVS,
     BehaviourPolicy,
@@ -82,8 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dry-run", action="store_true", help="measure and report, ship nothing")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    snap, stats = choose(args.run, args.env, args.level, args.fraction, args.episodes,
-                         args.candidates)
+    try:
+        snap, stats = choose(args.run, args.env, args.level, args.fraction, args.episodes,
+                             args.candidates)
+    except DatasetError as exc:
+        raise SystemExit(f"error: {exc}") from None
     step = torch.load(snap, weights_only=False)["step"]
     print(f"{args.env}-{args.level}: {snap.name} (step {step}), stochastic return "
           f"{stats['stochastic_return_mean']:.1f} +- {stats['stochastic_return_std']:.1f}")

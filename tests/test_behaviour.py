@@ -134,6 +134,8 @@ def test_promote_measures_candidates_and_records_stats(tmp_path, policy_dir, mon
     assert snap.name == "step_00000020.pt"
     promote.main(["--run", str(run), "--env", "hopper", "--level", "expert", "--candidates",
                   "2", "--episodes", "3"])
+    with pytest.raises(SystemExit, match="no snapshots"):
+        promote.main(["--run", str(tmp_path / "none"), "--env", "hopper", "--level", "expert"])
     shipped = torch.load(policy_dir / "hopper-expert.pt", weights_only=False)
     assert shipped["step"] == 30 and shipped["level"] == "expert"
     assert shipped["stochastic_return_mean"] == 420.0 and shipped["stochastic_episodes"] == 3
