@@ -47,3 +47,9 @@ class Algorithm(Protocol):
     def make_policy(self, num_envs: int) -> Policy: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def is_return_conditioned(algo_cls: type) -> bool:
+    """Whether the algorithm's policy takes a target return: its `return_conditioned` class
+    attribute where it sets one, else whether it models sequences (DT-like)."""
+    return bool(getattr(algo_cls, "return_conditioned", algo_cls.batch_kind == "sequence"))

@@ -253,7 +253,13 @@ def replace(config: RunConfig, **changes: Any) -> RunConfig:
     return dataclasses.replace(config, **changes)
 
 
+def env_kwargs(config: RunConfig) -> dict[str, Any]:
+    """Keyword arguments for `make_env` that the run's config implies (the trainer's and
+    `evaluate_checkpoint`'s eval envs must be built alike)."""
+    return {"reward": "delayed"} if config.reward == "delayed" else {}
+
+
 __all__ = [
-    "ALGO_HELP", "ConfigError", "RunConfig", "dump_yaml", "from_dict", "load_yaml", "replace",
-    "resolve_algorithm", "to_dict",
+    "ALGO_HELP", "ConfigError", "RunConfig", "dump_yaml", "env_kwargs", "from_dict", "load_yaml",
+    "replace", "resolve_algorithm", "to_dict",
 ]

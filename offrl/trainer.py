@@ -35,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from offrl.algorithm import is_return_conditioned
 from offrl.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
@@ -45,7 +46,15 @@ from offrl.checkpoint import (
     periodic_checkpoints,
     resolve_checkpoint,
 )
-from offrl.config import ConfigError, RunConfig, dump_yaml, from_dict, resolve_algorithm, to_dict
+from offrl.config import (
+    ConfigError,
+    RunConfig,
+    dump_yaml,
+    env_kwargs,
+    from_dict,
+    resolve_algorithm,
+    to_dict,
+)
 from offrl.evaluator import (
     EvalResult,
     Evaluator,
@@ -128,16 +137,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     np.random.set_state(state["numpy"])  # noqa: NPY002
     random.setstate(state["python"])
-
-
-def env_kwargs(config: RunConfig) -> dict[str, Any]:
-    """Keyword arguments for `make_env` that the run's config implies."""
-    return {"reward": "delayed"} if config.reward == "delayed" else {}
-
-
-def is_return_conditioned(algo_cls: type) -> bool:
-    """Whether the policy takes a target return (explicit attribute, else sequence models)."""
-    return bool(getattr(algo_cls, "return_conditioned", algo_cls.batch_kind == "sequence"))
 
 
 def default_targets(algo_cls: type, config: RunConfig, env_id: str | None,
