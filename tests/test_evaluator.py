@@ -71,6 +71,23 @@ def test_async_envs_give_the_same_results() -> None:
     np.testing.assert_array_equal(sync.lengths, asyn.lengths)
 
 
+def test_lockstep_and_gymnasium_sync_give_the_same_results() -> None:
+    out = {}
+    for vector in ("sync", "lockstep"):
+        policy = RecordingPolicy(3)
+        with Evaluator(ScriptedEnv, 3, vector=vector) as ev:
+            out[vector] = ev.evaluate(policy, 8, seed=9)[0], policy
+    (sync, p_sync), (lock, p_lock) = out["sync"], out["lockstep"]
+    np.testing.assert_array_equal(sync.returns, lock.returns)
+    np.testing.assert_array_equal(sync.lengths, lock.lengths)
+    np.testing.assert_array_equal(sync.successes, lock.successes)
+    assert lock.successes is not None and lock.successes.any() and not lock.successes.all()
+    assert len(p_sync.acts) == len(p_lock.acts)
+    for (o1, r1), (o2, r2) in zip(p_sync.acts, p_lock.acts, strict=True):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+
+
 def test_masked_resets_and_last_rewards_reach_the_policy() -> None:
     (res,), policy = run(3, 8, seed=20, targets=(7.5,))
     first_mask, first_target = policy.resets[0]
