@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -172,22 +173,33 @@ class DecisionTransformer(nn.Module):
 
     def predict_last(
         self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-        timesteps: torch.Tensor, mask: torch.Tensor,
+        timesteps: torch.Tensor, mask: torch.Tensor, full: bool | None = None,
     ) -> torch.Tensor:
         """`forward(...)[:, -1]` (the prediction from the last state token) for acting, with
         the work nothing reads left out: the last action token (no earlier token attends to
         it), and in the last block every query but that state token's, plus its MLP, final
         LayerNorm and head. Same inputs as `forward`; eval mode (no dropout) only. Saves
-        about a third of the compute of a 3-layer model; tests check it against `forward`."""
+        about a third of the compute of a 3-layer model; tests check it against `forward`.
+
+        `full`: every row's window is unpadded (`mask.all()`, checked here when None; a
+        caller that knows it saves a device sync). Then attention is plain causal: SDPA's
+        `is_causal` path skips the upper triangle and builds no (B, 1, L, L) mask, the case
+        of nearly every acting step once episodes are K steps old."""
         if self.training:
             raise RuntimeError("predict_last is for acting: call model.eval() first")
         b, k = mask.shape
         tokens = self._tokens(states, actions, returns_to_go, timesteps)[:, :-1]  # ends: s_K
         x = self.embed_ln(tokens)  # (B, L=3K-1, h)
         length = 3 * k - 1
-        key_ok = mask.repeat_interleave(3, dim=1)[:, :-1]  # (B, L)
-        attn_mask = (self.causal[:length, :length]
-                     & (key_ok[:, None, :] | self.eye[:length, :length]))[:, None]  # (B,1,L,L)
+        if full is None:
+            full = bool(mask.all())
+        if full:  # None = causal (CausalSelfAttention); the last query sees every key
+            attn_mask = last_mask = None
+        else:
+            key_ok = mask.repeat_interleave(3, dim=1)[:, :-1]  # (B, L)
+            attn_mask = (self.causal[:length, :length]
+                         & (key_ok[:, None, :] | self.eye[:length, :length]))[:, None]
+            last_mask = attn_mask[:, :, -1:]  # (B, 1, 1, L)
         for block in self.blocks[:-1]:
             x, _ = block(x, attn_mask)
         last = self.blocks[-1]
@@ -197,7 +209,7 @@ class DecisionTransformer(nn.Module):
         w, bias = attn.qkv.weight, attn.qkv.bias  # rows: q, k, v
         q = F.linear(xn[:, -1:], w[:d], bias[:d]).view(b, 1, nh, d // nh).transpose(1, 2)
         kv = F.linear(xn, w[d:], bias[d:]).view(b, length, 2, nh, d // nh).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=attn_mask[:, :, -1:])
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=last_mask)
         h = x[:, -1] + attn.out_proj(y.transpose(1, 2).reshape(b, d))  # (B, h)
         h = h + last.mlp(last.ln2(h))
         return self._head(self.ln_f(h))  # (B, A) or (B, n)
@@ -294,6 +306,9 @@ class DT(OfflineAlgorithm):
         return DTPolicy(self, num_envs)
 
 
+ACT_PRECISIONS = ("fp32", "bf16")
+
+
 class DTPolicy:
     """Serves N envs with preallocated (N, K, .) left-padded context buffers.
 
@@ -301,14 +316,28 @@ class DTPolicy:
     subtracts each row's last raw reward (except on its first step), shifts the window left
     by one, writes the new state, predicts from the state token at position K-1 and writes
     the chosen action back into the buffer. The buffers are public for inspection/tests.
+
+    `precision="bf16"` (opt-in; default fp32, or `config.act_precision` where a config has
+    it) acts with a bf16 copy of the model: weights, activations, LayerNorms and the KV cache
+    in bf16 (bf16 matmuls run on AMX/AVX512-BF16 CPUs and tensor cores). Actions differ from
+    fp32 by bf16 rounding (~1e-2 in [-1, 1] units), so returns differ too: measure before
+    relying on it (benchmarks/eval_speed.py reports both). Buffers and outputs stay fp32.
     """
 
-    def __init__(self, algo: DT, num_envs: int, kv_cache: bool | None = None) -> None:
+    def __init__(self, algo: DT, num_envs: int, kv_cache: bool | None = None,
+                 precision: str | None = None) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.algo, self.num_envs = algo, num_envs
+        precision = precision or getattr(algo.config, "act_precision", "fp32")
+        if precision not in ACT_PRECISIONS:
+            raise ValueError(f"precision must be one of {ACT_PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self._copy_of: int | None = None  # algo.num_updates when the bf16 copy was made
+        model = self._acting_model()
         use_cache = algo.config.kv_cache if kv_cache is None else kv_cache
-        self.cache = DTKVCache(algo.model, num_envs) if use_cache else None
+        self.cache = DTKVCache(model, num_envs) if use_cache else None
         s, k, dev = algo.spaces, algo.config.context, algo.device
         n = num_envs
         self.states = torch.zeros(n, k, s.obs_dim, device=dev)  # normalized
@@ -320,6 +349,21 @@ class DTPolicy:
         self.raw_return_to_go = np.zeros(n, dtype=np.float64)  # unscaled, per env
         self.t = np.zeros(n, dtype=np.int64)  # steps taken since the row's reset
         self.reset(np.ones(n, dtype=bool))
+
+    def _acting_model(self) -> DecisionTransformer:
+        """The model in eval mode; for precision "bf16", a bf16 copy of it, remade whenever
+        the algorithm has been updated since (a policy may outlive a few updates)."""
+        model = self.algo.model
+        if model.training:  # `DT.update` switches back; toggling per call cost ~1/3 of act
+            model.eval()
+        if self.precision == "fp32":
+            return model
+        if self._copy_of != self.algo.num_updates:
+            self._bf16_model = copy.deepcopy(model).to(torch.bfloat16).eval()
+            self._copy_of = self.algo.num_updates
+            if getattr(self, "cache", None) is not None:
+                self.cache.model = self._bf16_model
+        return self._bf16_model
 
     @property
     def _buffers(self) -> tuple[torch.Tensor, ...]:
@@ -354,15 +398,17 @@ class DTPolicy:
         max_t = int(algo.resolved["max_timestep"]) - 1
         self.timesteps[:, -1] = torch.as_tensor(np.minimum(self.t, max_t), device=dev)
         self.mask[:, -1] = True
-        model = algo.model
-        if model.training:  # `DT.update` switches back; toggling per call cost ~1/3 of act
-            model.eval()
+        model = self._acting_model()
+        dt = self._dtype  # bf16: inputs cast here, the buffers stay fp32
+        acts = self.actions if algo.spaces.discrete else self.actions.to(dt)
         if self.cache is None:
-            pred = model.predict_last(self.states, self.actions, self.returns_to_go,
-                                      self.timesteps, self.mask)  # (N, A) or (N, n)
+            full = bool(self.t.min() >= self.states.shape[1] - 1)  # no padded step left
+            pred = model.predict_last(self.states.to(dt), acts, self.returns_to_go.to(dt),
+                                      self.timesteps, self.mask, full)  # (N, A) or (N, n)
         else:
-            pred = self.cache.step(self.actions[:, -2], self.returns_to_go[:, -1],
-                                   self.states[:, -1], torch.as_tensor(self.t, device=dev))
+            pred = self.cache.step(acts[:, -2], self.returns_to_go[:, -1].to(dt),
+                                   self.states[:, -1].to(dt), torch.as_tensor(self.t, device=dev))
+        pred = pred.float()  # no-op in fp32
         self.t += 1
         if algo.spaces.discrete:
             action = pred.argmax(dim=-1)  # (N,)

@@ -42,8 +42,9 @@ class DTKVCache:
         dev = model.embed_ln.weight.device
         shape = (len(model.blocks), num_envs, nh, slots, d // nh)
         self.model, self.num_envs, self.slots = model, num_envs, slots
-        self.keys = torch.zeros(shape, device=dev)
-        self.values = torch.zeros(shape, device=dev)
+        dtype = model.embed_ln.weight.dtype  # bf16 for a bf16 acting copy
+        self.keys = torch.zeros(shape, device=dev, dtype=dtype)
+        self.values = torch.zeros(shape, device=dev, dtype=dtype)
         self.slot_step = torch.full((num_envs, slots), _EMPTY, dtype=torch.int64, device=dev)
         self.ptr = 0
         # Per ring position of the new tokens: `hide` (3, 3K) hides from new token j the new

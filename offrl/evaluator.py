@@ -303,9 +303,9 @@ def evaluate_checkpoint(
     `vector`: how the envs are stepped (see `Evaluator`; None = lockstep, or async with
     `async_envs`).
     Returns the results and the checkpoint's metadata (step, algo, env, dataset)."""
+    from offrl.algorithm import is_return_conditioned
     from offrl.checkpoint import load_checkpoint, resolve_checkpoint, restore_algorithm
-    from offrl.config import from_dict
-    from offrl.trainer import env_kwargs, is_return_conditioned
+    from offrl.config import env_kwargs, from_dict
 
     ckpt = resolve_checkpoint(path)
     payload = load_checkpoint(ckpt)

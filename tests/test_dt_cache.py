@@ -34,6 +34,16 @@ def test_predict_last_equals_forward(discrete: bool) -> None:
                                    model(states[:, :2], actions[:, :2], rtg[:, :2],
                                          timesteps[:, :2], mask[:, :2])[:, -1],
                                    rtol=1e-5, atol=1e-5)
+    # Unpadded windows take the plain causal path (full=True, or detected when None).
+    full_mask = torch.ones(b, k, dtype=torch.bool)
+    with torch.no_grad():
+        want = model(states, actions, rtg, timesteps, full_mask)[:, -1]
+        for full in (None, True):
+            torch.testing.assert_close(
+                model.predict_last(states, actions, rtg, timesteps, full_mask, full),
+                want, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(  # and a padded window is not mistaken for a full one
+            model.predict_last(states, actions, rtg, timesteps, mask), want, atol=1e-3)
     with pytest.raises(RuntimeError, match="eval"):
         model.train().predict_last(states, actions, rtg, timesteps, mask)
 

@@ -210,3 +210,36 @@ def test_sampler_uses_the_resolved_return_scale():
     algo = DT.from_dataset(DTConfig(context=3, embed_dim=8, num_layers=1, batch_size=4), ds)
     batch = algo.make_sampler(ds, seed=0).gather(torch.tensor([5]))  # first step, episode 1
     assert batch.returns_to_go[0, -1].item() == pytest.approx(80.0 / 100.0)
+
+
+@pytest.mark.parametrize("kv_cache", [False, True])
+def test_bf16_acting_is_opt_in_close_to_fp32_and_follows_updates(kv_cache: bool) -> None:
+    from offrl.algorithms.dt import DTPolicy
+
+    algo, ds = trained_dt("continuous")
+    n = 3
+    assert algo.make_policy(n).precision == "fp32"  # the default
+    fp32 = DTPolicy(algo, n, kv_cache=kv_cache)
+    bf16 = DTPolicy(algo, n, kv_cache=kv_cache, precision="bf16")
+    rng = np.random.default_rng(0)
+    reward = np.zeros(n, np.float32)
+    diffs = []
+    for _ in range(12):
+        obs = rng.normal(size=(n, 3)).astype(np.float32)
+        a32, a16 = fp32.act(obs, reward), bf16.act(obs, reward)
+        assert a16.dtype == np.float32 and bf16.states.dtype == torch.float32
+        bf16.actions[:, -1] = fp32.actions[:, -1]  # both continue from the same window
+        diffs.append((algo.actions.to_unit(torch.as_tensor(a16))
+                      - algo.actions.to_unit(torch.as_tensor(a32))).abs().max().item())
+        reward = rng.normal(size=n).astype(np.float32)
+    assert 0 < max(diffs) < 0.05  # bf16 rounding: visible, small
+    # An update after the policy was made: the bf16 copy follows the new weights.
+    algo.update(algo.make_sampler(ds, seed=1).sample())
+    bf16.act(rng.normal(size=(n, 3)).astype(np.float32), reward)
+    for name, p in algo.model.state_dict().items():
+        if p.is_floating_point():
+            torch.testing.assert_close(bf16._bf16_model.state_dict()[name], p.bfloat16())
+    if kv_cache:
+        assert bf16.cache.model is bf16._bf16_model and bf16.cache.keys.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        DTPolicy(algo, n, precision="fp16")
