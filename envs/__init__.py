@@ -6,7 +6,7 @@ from offrl.envs.key_to_door import KeyToDoorEnv, register
 from offrl.envs.make import env_spaces, make_env
 from offrl.envs.wrappers import DelayedReward
 
-register()  # offrl/KeyToDoor-v0
+register()  # offrl/KeyToDoor-v0, offrl/KeyToDoorMemory-v0
 d4rl_compat.register()  # offrl/Walker2dD4RL-v5
 
 __all__ = ["ENV_FACTS", "DelayedReward", "EnvFacts", "KeyToDoorEnv", "env_spaces",

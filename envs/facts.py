@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from offrl.envs.d4rl_compat import WALKER2D_D4RL_ID
 from offrl.envs.key_to_door import ENV_ID as KEY_TO_DOOR_ID
 from offrl.envs.key_to_door import MAX_EPISODE_STEPS as KEY_TO_DOOR_STEPS
+from offrl.envs.key_to_door import MEMORY_ENV_ID as KEY_TO_DOOR_MEMORY_ID
 from offrl.envs.key_to_door import RANDOM_SUCCESS_MEASURED
 
 
@@ -56,6 +57,11 @@ ENV_FACTS: dict[str, EnvFacts] = {
         # so the normalized score is D4RL-style; the paper's number is the raw mean return.
         EnvFacts("keytodoor", KEY_TO_DOOR_ID, KEY_TO_DOOR_STEPS, RANDOM_SUCCESS_MEASURED, 1.0,
                  (1.0,), 1.0),
+        # The memory variant (has_key hidden): same dynamics, so the same random success
+        # rate, time limit and targets. Its dataset names carry "memory" as well as
+        # "keytodoor" ("keytodoor/random-memory-1k-v0"); find_env_facts tries it first.
+        EnvFacts("keytodoor-memory", KEY_TO_DOOR_MEMORY_ID, KEY_TO_DOOR_STEPS,
+                 RANDOM_SUCCESS_MEASURED, 1.0, (1.0,), 1.0),
     )
 }
 
@@ -74,8 +80,11 @@ def find_env_facts(name: str | None) -> EnvFacts | None:
             return facts
     base = name.split("/")
     parts = [p for p in re.split(r"[-/_]", name.lower()) if p]
-    for facts in ENV_FACTS.values():
+    # A key of several words ("keytodoor-memory") matches a name holding all of them, and
+    # more specific keys go first: "keytodoor/random-memory-1k-v0" is the memory variant.
+    for facts in sorted(ENV_FACTS.values(), key=lambda f: -len(f.key.split("-"))):
         env_base = _normalize(facts.env_id.split("-v")[0])
-        if _normalize(base[0].split("-v")[0]) == env_base or facts.key in parts:
+        if (_normalize(base[0].split("-v")[0]) == env_base
+                or all(word in parts for word in facts.key.split("-"))):
             return facts
     return None

@@ -43,6 +43,14 @@ planes agent, key (while it lies in room 1), door (room 3), has_key (a constant 
 episode progress (elapsed / max steps, a constant plane; it also fixes the phase).
 `observe_key=False` zeroes the has_key feature/plane: the task then needs memory (the
 pickup, at least 41 steps before the door, is visible only in the history), a harder variant.
+It is registered as `offrl/KeyToDoorMemory-v0` (MEMORY_ENV_ID) so that datasets, run configs
+and the evaluator can name it; this is the variant of the original task (Mesnard et al. 2020,
+"Counterfactual Credit Assignment in Model-Free RL", https://arxiv.org/abs/2011.09464, and the
+DT paper's sec. 5.3), where the agent is not told whether it holds the key. Dynamics, rewards,
+seeding and every other observation feature are those of `offrl/KeyToDoor-v0`: the same seed
+and actions give the same episode with the has_key feature zeroed. In grid mode the key plane
+still shows the key lying in room 1 until it is picked up (what the agent would see), so the
+pickup is visible while it happens but not after phase 1.
 
 Termination: the door ends the episode (`terminated=True`). The end of phase 3 is also
 reported as `terminated=True`, not as a time-limit truncation: time is part of the
@@ -61,6 +69,8 @@ import gymnasium as gym
 import numpy as np
 
 ENV_ID = "offrl/KeyToDoor-v0"
+# The memory variant: observe_key=False (has_key always 0 in the observation).
+MEMORY_ENV_ID = "offrl/KeyToDoorMemory-v0"
 ROOM_SIZE = 7
 PHASE_LENGTHS = (20, 40, 20)
 MAX_EPISODE_STEPS = sum(PHASE_LENGTHS)
@@ -225,10 +235,13 @@ class KeyToDoorEnv(gym.Env[np.ndarray, np.int64]):
 
 
 def register() -> None:
-    """Register `offrl/KeyToDoor-v0` once (importing `offrl.envs` calls this)."""
-    if ENV_ID not in gym.registry:
-        gym.register(
-            id=ENV_ID,
-            entry_point="offrl.envs.key_to_door:KeyToDoorEnv",
-            max_episode_steps=MAX_EPISODE_STEPS,
-        )
+    """Register `offrl/KeyToDoor-v0` and `offrl/KeyToDoorMemory-v0` (observe_key=False) once
+    (importing `offrl.envs` calls this)."""
+    for env_id, kwargs in ((ENV_ID, {}), (MEMORY_ENV_ID, {"observe_key": False})):
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point="offrl.envs.key_to_door:KeyToDoorEnv",
+                max_episode_steps=MAX_EPISODE_STEPS,
+                kwargs=kwargs,
+            )

@@ -14,8 +14,8 @@ from offrl.datasets.collect import (
     count_label,
     episode_seeds,
 )
-from offrl.envs import make_env
-from offrl.envs.key_to_door import ENV_ID, RANDOM_SUCCESS_MEASURED
+from offrl.envs import find_env_facts, make_env
+from offrl.envs.key_to_door import ENV_ID, MEMORY_ENV_ID, RANDOM_SUCCESS_MEASURED
 from offrl.types import Episode
 
 # CartPole capped at 30 steps: random episodes end both ways (falls and time-outs).
@@ -224,6 +224,36 @@ def test_cli_collect_keytodoor(tmp_path, capsys):
     assert not np.array_equal(load_dataset(path).actions, ds.actions)
 
 
+def test_cli_collect_keytodoor_memory(tmp_path, capsys, monkeypatch):
+    # Seed 2: 4 of these 40 random-walk episodes succeed (seeds 0 and 1 have none).
+    argv = ["collect", "keytodoor", "--episodes", "40", "--seed", "2", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main([*argv, "--memory"]) == 0
+    assert main(argv) == 0  # the normal variant, same seed, beside it
+    assert "random-memory-40-v0" in capsys.readouterr().out
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    mem = load_dataset("minari:keytodoor/random-memory-40-v0")
+    normal = load_dataset(tmp_path / "keytodoor" / "random-40-v0")
+    # The env id round-trips through the dataset's metadata (what `offrl train` evaluates
+    # on), and the facts table resolves both the id and the dataset name to the variant.
+    assert mem.meta.env_id == MEMORY_ENV_ID and normal.meta.env_id == ENV_ID
+    assert mem.meta.ref_min_score == RANDOM_SUCCESS_MEASURED
+    assert find_env_facts(mem.meta.name).env_id == MEMORY_ENV_ID
+    # Same random walk with has_key zeroed: naive comparison against the normal data.
+    assert normal.observations[:, 5].max() == 1.0  # some episodes picked the key up
+    assert np.all(mem.observations[:, 5] == 0.0)
+    rest = [0, 1, 2, 3, 4, 6]
+    np.testing.assert_array_equal(mem.observations[:, rest], normal.observations[:, rest])
+    for name in ("actions", "rewards", "episode_starts", "terminated", "truncated"):
+        np.testing.assert_array_equal(getattr(mem, name), getattr(normal, name), err_msg=name)
+    assert mem.rewards.sum() > 0  # at least one success, so rewards were compared
+    # Grid observations: the has_key plane is zero, the id says both.
+    assert main([*argv, "--memory", "--obs-mode", "grid", "--episodes", "5"]) == 0
+    grid = load_dataset(tmp_path / "keytodoor" / "random-grid-memory-5-v0")
+    assert grid.meta.env_id == MEMORY_ENV_ID and grid.observations.shape[1:] == (5, 7, 7)
+    assert np.all(grid.observations[:, 3] == 0.0)
+
+
 def test_cli_collect_env(tmp_path, capsys):
     argv = ["collect", "env", "--env-id", "CartPole-v1", "--episodes", "6", "--out",
             str(tmp_path), "--no-progress"]
@@ -245,6 +275,8 @@ def test_cli_help(command, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "--episodes" in out and "--out" in out and "--force" in out
+    if command == "keytodoor":
+        assert "--memory" in out and "has_key" in out
 
 
 def test_cli_checkpoint_policy(tmp_path, capsys):

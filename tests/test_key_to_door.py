@@ -11,6 +11,7 @@ from offrl.envs import find_env_facts
 from offrl.envs.key_to_door import (
     ENV_ID,
     MAX_EPISODE_STEPS,
+    MEMORY_ENV_ID,
     PHASE_LENGTHS,
     RANDOM_SUCCESS_EXACT,
     RANDOM_SUCCESS_MEASURED,
@@ -218,6 +219,63 @@ def test_hidden_key_variant():
     env.reset(seed=0)
     steps = run(env, path_to(env, env.unwrapped.key_pos))
     assert steps[-1][4]["has_key"] and steps[-1][0][5] == 0.0
+
+
+def _lockstep(seed: int, actions: list[int], **kwargs) -> tuple[list, list]:
+    """The same actions in the normal and the memory env, both reset with `seed`."""
+    runs = []
+    for env_id in (ENV_ID, MEMORY_ENV_ID):
+        env = gym.make(env_id, **kwargs)
+        steps = [env.reset(seed=seed)]
+        for a in actions:
+            obs, reward, terminated, truncated, info = env.step(a)
+            steps.append((obs, reward, terminated, truncated, info))
+            if terminated or truncated:
+                break
+        runs.append(steps)
+    return runs[0], runs[1]
+
+
+@pytest.mark.parametrize("obs_mode", ["vector", "grid"])
+def test_memory_variant_hides_only_the_key(obs_mode):
+    env = gym.make(MEMORY_ENV_ID, obs_mode=obs_mode)
+    assert env.spec.max_episode_steps == MAX_EPISODE_STEPS and not env.unwrapped.observe_key
+    assert env.observation_space == make(obs_mode=obs_mode).observation_space
+    rng = np.random.default_rng(0)
+    held = 0
+    for seed in range(12):
+        # Walk to the key first (so has_key is set), then randomly to the episode's end.
+        probe = make()
+        probe.reset(seed=seed)
+        actions = path_to(probe, probe.unwrapped.key_pos) if seed % 2 == 0 else []
+        actions += [int(a) for a in rng.integers(4, size=MAX_EPISODE_STEPS)]
+        normal, memory = _lockstep(seed, actions, obs_mode=obs_mode)
+        assert len(normal) == len(memory)
+        key = 5 if obs_mode == "vector" else 3  # the has_key feature / plane
+        for (o1, *rest1), (o2, *rest2) in zip(normal, memory, strict=True):
+            o1, o2 = np.array(o1), np.array(o2)
+            assert np.all(o2[key] == 0.0)  # has_key never observed
+            held += int(o1[key].max() == 1.0)
+            o1[key] = 0.0
+            np.testing.assert_array_equal(o1, o2)  # everything else identical
+            assert rest1 == rest2  # rewards, flags and info (has_key included)
+    assert held > 50  # the key was held on many steps, so the hiding was exercised
+
+
+def test_memory_variant_facts():
+    facts = find_env_facts(MEMORY_ENV_ID)
+    normal = find_env_facts(ENV_ID)
+    assert facts is not None and facts.env_id == MEMORY_ENV_ID and facts.key == "keytodoor-memory"
+    for name in ("keytodoor-memory", "keytodoor/random-memory-1k-v0",
+                 "keytodoor/random-grid-memory-10k-v0", "keytodoor-memory/random-1k-v0"):
+        assert find_env_facts(name) == facts, name
+    for name in ("keytodoor/random-1k-v0", "keytodoor/random-grid-1k-v0", "keytodoor"):
+        assert find_env_facts(name) == normal, name
+    # Same dynamics: same time limit, random success rate, target and scale.
+    assert (facts.max_episode_steps, facts.ref_min_score, facts.ref_max_score,
+            facts.target_returns, facts.return_scale) == (
+        normal.max_episode_steps, normal.ref_min_score, normal.ref_max_score,
+        normal.target_returns, normal.return_scale)
 
 
 def test_bad_arguments():

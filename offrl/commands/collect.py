@@ -24,7 +24,8 @@ from offrl.types import Episode
 @dataclass
 class KeyToDoorArgs:
     """Record the Decision Transformer paper's Key-to-Door dataset: uniform random-walk
-    episodes of offrl/KeyToDoor-v0 (1000 and 10000 episodes are the paper's two sizes)."""
+    episodes of offrl/KeyToDoor-v0 (1000 and 10000 episodes are the paper's two sizes), or
+    with --memory of offrl/KeyToDoorMemory-v0 (the same episodes, has_key hidden)."""
 
     episodes: int = 1000
     """Number of episodes."""
@@ -33,9 +34,15 @@ class KeyToDoorArgs:
     out: Path | None = None
     """Minari datasets root (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
     dataset_id: str | None = None
-    """Dataset id (default: keytodoor/random-<count>-v0, e.g. keytodoor/random-1k-v0)."""
+    """Dataset id (default: keytodoor/random[-grid][-memory]-<count>-v0, e.g.
+    keytodoor/random-1k-v0, keytodoor/random-memory-1k-v0)."""
     obs_mode: Literal["vector", "grid"] = "vector"
     """Observation: 7-d vector, or a (5, 7, 7) grid image (id gets a -grid suffix)."""
+    memory: bool = False
+    """Record the memory variant offrl/KeyToDoorMemory-v0: the has_key feature is always 0,
+    so whether the key was picked up is visible only in the history (credit assignment over
+    >= 41 steps). Same seed -> the same random walk as without --memory. The dataset names
+    that env for evaluation; the id gets a -memory suffix."""
     force: bool = False
     """Overwrite an existing dataset with the same id."""
     progress: bool = True
@@ -104,19 +111,24 @@ def _summary(path: Path, dataset_id: str, root: Path, episodes: list[Episode],
 
 def keytodoor(argv: Sequence[str], prog: str) -> int:
     args = parse(KeyToDoorArgs, argv, prog)
-    from offrl.envs.key_to_door import ENV_ID
+    from offrl.envs.key_to_door import ENV_ID, MEMORY_ENV_ID
 
     grid = "-grid" if args.obs_mode == "grid" else ""
-    dataset_id = args.dataset_id or f"keytodoor/random{grid}-{count_label(args.episodes)}-v0"
+    memory = "-memory" if args.memory else ""
+    env_id = MEMORY_ENV_ID if args.memory else ENV_ID
+    dataset_id = args.dataset_id or (
+        f"keytodoor/random{grid}{memory}-{count_label(args.episodes)}-v0")
+    variant = " (memory variant: has_key hidden)" if args.memory else ""
     tally = _Tally()
     try:
         root = dataset_root(args.out)
         path, episodes = collect_dataset(
-            dataset_id, ENV_ID, "random", args.episodes, args.seed, root=root,
+            dataset_id, env_id, "random", args.episodes, args.seed, root=root,
             force=args.force, env_kwargs={"obs_mode": "grid"} if grid else None,
             algorithm_name="random",
-            description=(f"Key-to-Door (Chen et al. 2021, sec. 5.3) uniform random-walk "
-                         f"episodes, seed {args.seed}, recorded by offrl collect"),
+            description=(f"Key-to-Door (Chen et al. 2021, sec. 5.3){variant} uniform "
+                         f"random-walk episodes of {env_id}, seed {args.seed}, recorded by "
+                         f"offrl collect"),
             progress=args.progress, on_episode=tally)
     except ValueError as exc:  # DatasetError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
