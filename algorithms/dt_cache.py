@@ -41,7 +41,7 @@ class DTKVCache:
         slots = 3 * model.context
         dev = model.embed_ln.weight.device
         shape = (len(model.blocks), num_envs, nh, slots, d // nh)
-        self.model, self.num_envs, self.slots = model, num_envs, slots
+        self.model, self.num_envs, self.slots = model, num_envs, slots  # `model` setter
         dtype = model.embed_ln.weight.dtype  # bf16 for a bf16 acting copy
         self.keys = torch.zeros(shape, device=dev, dtype=dtype)
         self.values = torch.zeros(shape, device=dev, dtype=dtype)
@@ -57,6 +57,20 @@ class DTKVCache:
             keep[:, p:p + 3] = torch.ones(3, 3, dtype=torch.bool).tril()
             self.keep.append(keep)
             self.own.append(eye[p:p + 3])
+
+    @property
+    def model(self) -> DecisionTransformer:
+        return self._model
+
+    @model.setter
+    def model(self, model: DecisionTransformer) -> None:
+        """Also takes each block's parameters out of their modules once: `step` calls the
+        functional ops directly, since ~20 nn.Module calls per step (hooks, attribute lookups)
+        cost about a fifth of a one-env step. Optimizers and `load_state_dict` update
+        parameters in place, so the references stay current; a new model (the bf16 acting
+        copy) comes through this setter."""
+        self._model = model
+        self._blocks = [_BlockParams(b) for b in model.blocks]
 
     def reset(self, rows: torch.Tensor) -> None:
         """Forget everything cached for the envs in `rows` (bool (N,))."""
@@ -86,12 +100,13 @@ class DTKVCache:
         # Old slots all hold earlier tokens: only the new ones need a causal order.
         p = self.ptr // 3
         allowed = ((window.unsqueeze(1) & self.keep[p]) | self.own[p]).unsqueeze(1)  # (N,1,3,3K)
-        last = len(m.blocks) - 1
-        for i, block in enumerate(m.blocks):
-            attn = block.attn
-            d = x.shape[-1]
-            nh = attn.num_heads
-            q, k, v = attn.qkv(block.ln1(x)).view(n, 3, 3, nh, d // nh).permute(2, 0, 3, 1, 4)
+        last = len(self._blocks) - 1
+        d = x.shape[-1]
+        norm = (d,)
+        for i, b in enumerate(self._blocks):  # TransformerBlock.forward in eval mode
+            nh = b.num_heads
+            qkv = F.linear(F.layer_norm(x, norm, b.ln1_w, b.ln1_b, b.ln1_eps), b.qkv_w, b.qkv_b)
+            q, k, v = qkv.view(n, 3, 3, nh, d // nh).permute(2, 0, 3, 1, 4)
             self.keys[i, :, :, new] = k  # (N, H, 3, hd)
             self.values[i, :, :, new] = v
             if i == last:  # later steps need a_{t-1}'s and R_t's keys/values, not outputs
@@ -100,7 +115,25 @@ class DTKVCache:
                 mask = allowed
             y = F.scaled_dot_product_attention(q, self.keys[i], self.values[i],
                                                attn_mask=mask)  # (N, H, 3 or 1, hd)
-            x = x + attn.out_proj(y.transpose(1, 2).reshape(n, -1, d))
-            x = x + block.mlp(block.ln2(x))
+            x = x + F.linear(y.transpose(1, 2).reshape(n, -1, d), b.out_w, b.out_b)
+            h = b.activation(F.linear(F.layer_norm(x, norm, b.ln2_w, b.ln2_b, b.ln2_eps),
+                                      b.fc_w, b.fc_b))
+            x = x + F.linear(h, b.proj_w, b.proj_b)
         self.ptr = (self.ptr + 3) % self.slots
         return m._head(m.ln_f(x[:, -1]))
+
+
+class _BlockParams:
+    """One `TransformerBlock`'s parameters (the tensors themselves, not copies) and settings,
+    for the functional ops of `DTKVCache.step`; dropout is left out (acting is eval mode)."""
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        attn, mlp = block.attn, block.mlp
+        self.num_heads = attn.num_heads
+        self.ln1_w, self.ln1_b, self.ln1_eps = block.ln1.weight, block.ln1.bias, block.ln1.eps
+        self.qkv_w, self.qkv_b = attn.qkv.weight, attn.qkv.bias
+        self.out_w, self.out_b = attn.out_proj.weight, attn.out_proj.bias
+        self.ln2_w, self.ln2_b, self.ln2_eps = block.ln2.weight, block.ln2.bias, block.ln2.eps
+        self.fc_w, self.fc_b = mlp.fc.weight, mlp.fc.bias
+        self.activation = mlp.activation
+        self.proj_w, self.proj_b = mlp.out_proj.weight, mlp.out_proj.bias
