@@ -100,6 +100,10 @@ class DTKVCache:
         # Old slots all hold earlier tokens: only the new ones need a causal order.
         p = self.ptr // 3
         allowed = ((window.unsqueeze(1) & self.keep[p]) | self.own[p]).unsqueeze(1)  # (N,1,3,3K)
+        # As an additive float mask once, for all blocks: a bool mask is converted by every
+        # SDPA call (one `where` each, a tenth of a one-env step); same values, same result.
+        allowed = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(
+            ~allowed, float("-inf"))
         last = len(self._blocks) - 1
         d = x.shape[-1]
         norm = (d,)
