@@ -160,9 +160,9 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     hi = max(float(tgt.max()), data["return_max"])
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.9, label="achieved = target")
     ax.axhline(data["return_max"], color="C3", ls=":", lw=1.2,
-               label=f"best dataset episode ({data['return_max']:.3g})")
+               label=f"best dataset episode ({data['return_max']:.4g})")
     ax.axhline(data["return_mean"], color="C2", ls=":", lw=1.2,
-               label=f"dataset mean ({data['return_mean']:.3g})")
+               label=f"dataset mean ({data['return_mean']:.4g})")
     unit = "success rate" if success else "return (raw)"
     ax.set_xlabel(f"target {'return (= success)' if success else 'return (raw)'}")
     ax.set_ylabel(f"achieved {unit}")
@@ -186,6 +186,74 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def evaluate_run(path: Path, final_step: int | None, protocol: dict[str, Any],
+                 env_id: str) -> dict[str, Any]:
+    """One run at every target (offrl's evaluator; the same episode seeds for each)."""
+    from offrl.evaluator import evaluate_checkpoint
+
+    t0 = time.perf_counter()
+    results, meta = evaluate_checkpoint(
+        path, num_episodes=protocol["episodes"], target_returns=protocol["targets"],
+        num_envs=protocol["num_envs"], seed=protocol["eval_seed"],
+        config_overrides={"kv_cache": protocol["kv_cache"]})
+    if meta["algo"] != "dt":
+        raise SystemExit(f"{path}: algo '{meta['algo']}' is not return-conditioned (DT only)")
+    if final_step is not None and meta["step"] != final_step:
+        raise SystemExit(f"{path}: newest checkpoint is step {meta['step']}, the run "
+                         f"finished at step {final_step}: the final checkpoint is missing")
+    if meta["env_id"] != env_id:
+        raise SystemExit(f"{path}: env {meta['env_id']} differs from the first run's "
+                         f"{env_id}; one study per env")
+    wall = time.perf_counter() - t0
+    per_target = []
+    for res in results:
+        s = res.summary()
+        per_target.append({
+            "target": res.target_return, "achieved": s.get("success_rate", s["return_mean"]),
+            "return_mean": s["return_mean"], "return_std": s["return_std"],
+            "normalized_score": s.get("normalized_score"),
+            "success_rate": s.get("success_rate"), "length_mean": s["length_mean"],
+            "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
+            "successes": (res.successes.astype(int).tolist()
+                          if res.successes is not None else None)})
+    seeds = results[0].seeds.tolist()
+    if any(r.seeds.tolist() != seeds for r in results):
+        raise RuntimeError("the evaluator replayed different episode seeds per target")
+    ckpt = Path(meta["checkpoint"])
+    cfg = ckpt.parent.parent / "config.yaml"
+    run_seed = None
+    if cfg.is_file():
+        import yaml
+
+        run_seed = yaml.safe_load(cfg.read_text()).get("seed")
+    return {"run": str(path), "checkpoint": str(ckpt), "step": meta["step"],
+            "final": final_step is not None, "train_seed": run_seed,
+            "episode_seeds": seeds, "eval_wall_s": wall, "targets": per_target}
+
+
+def cached_run(out: Path, path: Path, final_step: int | None, protocol: dict[str, Any],
+               env_id: str, fresh: bool = False) -> dict[str, Any]:
+    """`evaluate_run`, kept in OUT/per_run/ and reused while the checkpoint file and the
+    protocol are unchanged (so adding a seed later re-evaluates only that seed)."""
+    from offrl.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    key = {"checkpoint": str(ckpt.resolve()), "mtime_ns": ckpt.stat().st_mtime_ns,
+           "final_step": final_step, **protocol}
+    name = "".join(c if c.isalnum() or c in "-." else "_" for c in str(path.resolve()))
+    cache = out / "per_run" / f"{name[-150:]}.json"
+    if cache.is_file() and not fresh:
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return {**stored["run"], "cached": True}
+    run = evaluate_run(path, final_step, protocol, env_id)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_text(json.dumps({"key": key, "run": run}) + "\n")
+    tmp.replace(cache)
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="finished DT run folders or checkpoints")
@@ -207,12 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-unfinished", action="store_true",
                    help="accept run folders without a finished summary.json (newest checkpoint)")
     p.add_argument("--title", default=None, help="plot title (default: the dataset name)")
+    p.add_argument("--fresh", action="store_true",
+                   help="re-evaluate every run (default: reuse OUT/per_run/ results of an "
+                   "unchanged checkpoint under the same protocol)")
     args = p.parse_args(argv)
 
     import torch
 
     from offrl.checkpoint import load_checkpoint, resolve_checkpoint
-    from offrl.evaluator import evaluate_checkpoint
 
     torch.set_num_threads(args.threads)
     if args.episodes is not None and args.episodes < 1:
@@ -228,48 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     ref = first.get("ref_scores")
     del first
     t_start = time.perf_counter()
-    runs: list[dict[str, Any]] = []
+    protocol = {"targets": targets, "episodes": episodes, "num_envs": num_envs,
+                "eval_seed": args.eval_seed, "kv_cache": bool(args.kv_cache)}
+    runs = []
     for path, final_step in resolved:
-        t0 = time.perf_counter()
-        results, meta = evaluate_checkpoint(
-            path, num_episodes=episodes, target_returns=targets, num_envs=num_envs,
-            seed=args.eval_seed, config_overrides={"kv_cache": bool(args.kv_cache)})
-        if meta["algo"] != "dt":
-            raise SystemExit(f"{path}: algo '{meta['algo']}' is not return-conditioned (DT only)")
-        if final_step is not None and meta["step"] != final_step:
-            raise SystemExit(f"{path}: newest checkpoint is step {meta['step']}, the run "
-                             f"finished at step {final_step}: the final checkpoint is missing")
-        if meta["env_id"] != env_id:
-            raise SystemExit(f"{path}: env {meta['env_id']} differs from the first run's "
-                             f"{env_id}; one study per env")
-        wall = time.perf_counter() - t0
-        per_target = []
-        for res in results:
-            s = res.summary()
-            per_target.append({
-                "target": res.target_return, "achieved": s.get("success_rate", s["return_mean"]),
-                "return_mean": s["return_mean"], "return_std": s["return_std"],
-                "normalized_score": s.get("normalized_score"),
-                "success_rate": s.get("success_rate"), "length_mean": s["length_mean"],
-                "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
-                "successes": (res.successes.astype(int).tolist()
-                              if res.successes is not None else None)})
-        seeds = results[0].seeds.tolist()
-        if any(r.seeds.tolist() != seeds for r in results):
-            raise RuntimeError("the evaluator replayed different episode seeds per target")
-        ckpt = Path(meta["checkpoint"])
-        cfg = ckpt.parent.parent / "config.yaml"
-        run_seed = None
-        if cfg.is_file():
-            import yaml
-
-            run_seed = yaml.safe_load(cfg.read_text()).get("seed")
-        runs.append({"run": str(path), "checkpoint": str(ckpt), "step": meta["step"],
-                     "final": final_step is not None, "train_seed": run_seed,
-                     "episode_seeds": seeds, "eval_wall_s": wall, "targets": per_target})
-        print(f"{path}: step {meta['step']}, " + ", ".join(
-            f"{t['target']:g}->{t['achieved']:.3g}" for t in per_target)
-            + f" ({wall:.0f} s)", flush=True)
+        run = cached_run(args.out, path, final_step, protocol, env_id, fresh=args.fresh)
+        runs.append(run)
+        print(f"{path}: step {run['step']}, " + ", ".join(
+            f"{t['target']:g}->{t['achieved']:.3g}" for t in run["targets"])
+            + f" ({run['eval_wall_s']:.0f} s{', cached' if run.get('cached') else ''})",
+            flush=True)
 
     success = all(t["success_rate"] is not None for r in runs for t in r["targets"])
     values, value_counts = np.unique(dataset_returns, return_counts=True)

@@ -77,6 +77,16 @@ def test_sweep_writes_json_and_png(runs: list[Path], tmp_path: Path) -> None:
         assert row["achieved_per_seed"] == per_seed
         assert row["achieved_mean"] == pytest.approx(np.mean(per_seed))
         assert row["achieved_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    # a second sweep reuses the per-run results; another grid evaluates again
+    assert rc.main([*map(str, runs), "--out", str(out), "--targets", "20", "150",
+                    "--episodes", "3", "--num-envs", "2"]) == 0
+    again = json.loads((out / "return_conditioning.json").read_text())
+    assert all(r["cached"] for r in again["runs"]) and again["summary"] == report["summary"]
+    assert rc.main([str(runs[0]), "--out", str(out), "--targets", "20",
+                    "--episodes", "3", "--num-envs", "2"]) == 0
+    third = json.loads((out / "return_conditioning.json").read_text())
+    assert "cached" not in third["runs"][0] and third["targets"] == [20.0]
+    assert third["runs"][0]["targets"][0]["returns"] == report["runs"][0]["targets"][0]["returns"]
 
 
 def test_unfinished_run_is_refused(runs: list[Path], tmp_path: Path) -> None:
