@@ -25,7 +25,7 @@ chunk when that mode runs (else it is left out).
 
     python benchmarks/eval_speed.py [--episodes 10] [--envs 10] [--device cpu] [--threads 1]
         [--modes exact kv-cache exact-bf16 kv-cache-bf16] [--chunk 2] [--rounds 0]
-        [--vector lockstep] [--out benchmarks/results/eval_speed.json]
+        [--vector lockstep] [--env-threads 1] [--out benchmarks/results/eval_speed.json]
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def main() -> None:
                    help="rounds per mode (0: episodes / chunk, every episode once per side)")
     p.add_argument("--vector", choices=["lockstep", "sync", "async"], default="lockstep",
                    help="how the Evaluator steps its envs (both sides)")
+    p.add_argument("--env-threads", type=int, default=1,
+                   help="lockstep only: threads stepping the N envs (the one-env side has 1)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_speed.json"))
     args = p.parse_args()
     if args.threads:
@@ -118,7 +120,7 @@ def main() -> None:
         return make_env(ENV_ID, **kwargs)
 
     seed0, target = 100, 3600.0
-    vec_env = Evaluator(env_fn, args.envs, vector=args.vector)
+    vec_env = Evaluator(env_fn, args.envs, vector=args.vector, env_threads=args.env_threads)
     one_env = Evaluator(env_fn, 1, vector=args.vector)
 
     def timed(ev: Evaluator, policy: DTPolicy, episodes: int, seed: int) -> tuple[
@@ -131,7 +133,8 @@ def main() -> None:
         "env": ENV_ID, "terminate_when_unhealthy": args.terminate, "episodes": args.episodes,
         "envs": args.envs, "device": args.device, "torch_threads": torch.get_num_threads(),
         "dt": f"{args.dt}: K={config.context}, {config.embed_dim}-dim, {config.num_layers} layers",
-        "vector": args.vector, "interleaved": {"rounds": rounds, "chunk": chunk},
+        "vector": args.vector, "env_threads": args.env_threads,
+        "interleaved": {"rounds": rounds, "chunk": chunk},
         "python": platform.python_version(), "torch": torch.__version__,
         "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(), "modes": {},
     }

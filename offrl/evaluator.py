@@ -98,12 +98,15 @@ class Evaluator:
     Python loop into preallocated arrays, the same episodes as "sync" bit for bit and
     cheaper per step; "sync": gymnasium's `SyncVectorEnv`; "async": gymnasium's
     `AsyncVectorEnv` (one process per env: pays only when an env step costs far more than
-    the pipe round trip, which MuJoCo's ~0.1 ms does not). `async_envs=True` means "async"."""
+    the pipe round trip, which MuJoCo's ~0.1 ms does not). `async_envs=True` means "async".
+    `env_threads`: lockstep only, step the envs in that many threads (see
+    `LockstepVectorEnv`; same episodes; for MuJoCo on a machine with a core to spare)."""
 
     def __init__(
         self, env: EnvSpec, num_envs: int, *, async_envs: bool = False,
         ref_scores: tuple[float, float] | None = None,
         env_kwargs: dict[str, Any] | None = None, vector: str | None = None,
+        env_threads: int = 1,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -113,6 +116,8 @@ class Evaluator:
             raise ValueError(f"vector must be one of {VECTOR_KINDS}, got {vector!r}")
         elif async_envs and vector != "async":
             raise ValueError(f"async_envs=True contradicts vector={vector!r}")
+        if env_threads != 1 and vector != "lockstep":
+            raise ValueError(f"env_threads applies to vector='lockstep', not {vector!r}")
         self.env_spec = env
         self.num_envs = int(num_envs)
         self.ref_scores = ref_scores
@@ -122,7 +127,8 @@ class Evaluator:
         if vector == "lockstep":
             from offrl.envs.vector import LockstepVectorEnv
 
-            self.envs: gym.vector.VectorEnv | LockstepVectorEnv = LockstepVectorEnv(fns)
+            self.envs: gym.vector.VectorEnv | LockstepVectorEnv = LockstepVectorEnv(
+                fns, threads=env_threads)
         elif vector == "async":
             self.envs = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
         else:

@@ -36,15 +36,18 @@ class LinearPolicy:
         return (np.tanh(z) * self.space.high).astype(np.float32)
 
 
-@pytest.mark.parametrize(("env_id", "kwargs", "episodes"), [
-    ("Hopper-v5", {}, 7),
-    ("Pendulum-v1", {"max_episode_steps": 30}, 5),
-    (MEMORY_ENV_ID, {}, 7),
+@pytest.mark.parametrize(("env_id", "kwargs", "episodes", "threads"), [
+    ("Hopper-v5", {}, 7, 1),
+    ("Hopper-v5", {}, 7, 2),
+    ("Pendulum-v1", {"max_episode_steps": 30}, 5, 1),
+    (MEMORY_ENV_ID, {}, 7, 3),
 ])
-def test_lockstep_matches_gymnasium_sync(env_id: str, kwargs: dict, episodes: int) -> None:
+def test_lockstep_matches_gymnasium_sync(env_id: str, kwargs: dict, episodes: int,
+                                         threads: int) -> None:
     results = {}
     for vector in ("sync", "lockstep"):
-        with Evaluator(env_id, 3, vector=vector, env_kwargs=kwargs) as ev:
+        extra = {"env_threads": threads} if vector == "lockstep" else {}
+        with Evaluator(env_id, 3, vector=vector, env_kwargs=kwargs, **extra) as ev:
             assert ev.vector == vector
             results[vector] = ev.evaluate(LinearPolicy(env_id, 3), episodes, seed=11)[0]
     sync, lock = results["sync"], results["lockstep"]
@@ -101,4 +104,8 @@ def test_bad_input_is_named() -> None:
         env.reset(seed=[1, 2, 3])
     with pytest.raises(ValueError, match="vector must be one of"):
         Evaluator("Pendulum-v1", 2, vector="threads")
+    with pytest.raises(ValueError, match="env_threads applies to vector='lockstep'"):
+        Evaluator("Pendulum-v1", 2, vector="sync", env_threads=2)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        LockstepVectorEnv([lambda: make_env("Pendulum-v1")], threads=0)
     env.close()
