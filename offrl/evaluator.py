@@ -1,4 +1,5 @@
-"""Vectorized, return-to-go conditioned policy evaluation on gymnasium vector envs.
+"""Vectorized, return-to-go conditioned policy evaluation on N gymnasium envs in lockstep
+(offrl's `LockstepVectorEnv` by default; gymnasium's Sync/AsyncVectorEnv as options).
 
 N envs run in lockstep with one batched `policy.act` per step. Episodes are assigned up
 front: episode j runs on env j % N and resets that env with seed `seed + j`, so the set of
@@ -6,11 +7,12 @@ episodes (and, for a deterministic policy, every return) is the same for any N, 
 for each env's whole quota means long episodes are never under-sampled (stopping at the first
 E finished episodes would favour short ones).
 
-Autoreset: the vector env is built with `autoreset_mode=DISABLED` (gymnasium >= 1.1) and
-the evaluator resets finished envs itself through `reset(seed=..., options={"reset_mask":
-...})`. Gymnasium's NEXT_STEP mode would spend one `step` call returning a reset
-observation (and ignore the action), and SAME_STEP mode resets without a seed; explicit
-resets give each episode its own seed and keep the step/reset bookkeeping in one place.
+Autoreset: the vector env is built with `autoreset_mode=DISABLED` (gymnasium >= 1.1;
+`LockstepVectorEnv` never autoresets) and the evaluator resets finished envs itself
+through `reset(seed=..., options={"reset_mask": ...})`. Gymnasium's NEXT_STEP mode would
+spend one `step` call returning a reset observation (and ignore the action), and SAME_STEP
+mode resets without a seed; explicit resets give each episode its own seed and keep the
+step/reset bookkeeping in one place.
 An env whose quota is done keeps being stepped (a vector env steps all its envs) and reset
 when it ends, but its rows are masked out of every statistic.
 """
