@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY_TO_DOOR_TARGETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -231,17 +232,20 @@ def evaluate_run(path: Path, final_step: int | None, protocol: dict[str, Any],
             "episode_seeds": seeds, "eval_wall_s": wall, "targets": per_target}
 
 
-def cached_run(out: Path, path: Path, final_step: int | None, protocol: dict[str, Any],
+def cached_run(cache_dir: Path, path: Path, final_step: int | None, protocol: dict[str, Any],
                env_id: str, fresh: bool = False) -> dict[str, Any]:
-    """`evaluate_run`, kept in OUT/per_run/ and reused while the checkpoint file and the
+    """`evaluate_run`, kept in `cache_dir` and reused while the checkpoint file and the
     protocol are unchanged (so adding a seed later re-evaluates only that seed)."""
+    import hashlib
+
     from offrl.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(path)
     key = {"checkpoint": str(ckpt.resolve()), "mtime_ns": ckpt.stat().st_mtime_ns,
            "final_step": final_step, **protocol}
     name = "".join(c if c.isalnum() or c in "-." else "_" for c in str(path.resolve()))
-    cache = out / "per_run" / f"{name[-150:]}.json"
+    digest = hashlib.sha1(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:10]
+    cache = cache_dir / f"{name[-150:]}-{digest}.json"
     if cache.is_file() and not fresh:
         stored = json.loads(cache.read_text())
         if stored.get("key") == key:
@@ -275,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-unfinished", action="store_true",
                    help="accept run folders without a finished summary.json (newest checkpoint)")
     p.add_argument("--title", default=None, help="plot title (default: the dataset name)")
-    p.add_argument("--fresh", action="store_true",
-                   help="re-evaluate every run (default: reuse OUT/per_run/ results of an "
-                   "unchanged checkpoint under the same protocol)")
+    p.add_argument("--cache", type=Path,
+                   default=ROOT / "runs" / "return-conditioning-cache",
+                   help="per-run results, reused for an unchanged checkpoint under the same "
+                   "protocol")
+    p.add_argument("--fresh", action="store_true", help="re-evaluate every run (ignore --cache)")
     args = p.parse_args(argv)
 
     import torch
@@ -302,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 "eval_seed": args.eval_seed, "kv_cache": bool(args.kv_cache)}
     runs = []
     for path, final_step in resolved:
-        run = cached_run(args.out, path, final_step, protocol, env_id, fresh=args.fresh)
+        run = cached_run(args.cache, path, final_step, protocol, env_id, fresh=args.fresh)
         runs.append(run)
         print(f"{path}: step {run['step']}, " + ", ".join(
             f"{t['target']:g}->{t['achieved']:.3g}" for t in run["targets"])

@@ -54,7 +54,8 @@ def runs(tmp_path_factory) -> list[Path]:
 def test_sweep_writes_json_and_png(runs: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert rc.main([*map(str, runs), "--out", str(out), "--targets", "20", "150",
-                    "--episodes", "3", "--num-envs", "2"]) == 0
+                    "--episodes", "3", "--num-envs", "2",
+                    "--cache", str(tmp_path / "cache")]) == 0
     report = json.loads((out / "return_conditioning.json").read_text())
     png = out / "return_conditioning.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -79,11 +80,13 @@ def test_sweep_writes_json_and_png(runs: list[Path], tmp_path: Path) -> None:
         assert row["achieved_std"] == pytest.approx(np.std(per_seed, ddof=1))
     # a second sweep reuses the per-run results; another grid evaluates again
     assert rc.main([*map(str, runs), "--out", str(out), "--targets", "20", "150",
-                    "--episodes", "3", "--num-envs", "2"]) == 0
+                    "--episodes", "3", "--num-envs", "2",
+                    "--cache", str(tmp_path / "cache")]) == 0
     again = json.loads((out / "return_conditioning.json").read_text())
     assert all(r["cached"] for r in again["runs"]) and again["summary"] == report["summary"]
     assert rc.main([str(runs[0]), "--out", str(out), "--targets", "20",
-                    "--episodes", "3", "--num-envs", "2"]) == 0
+                    "--episodes", "3", "--num-envs", "2",
+                    "--cache", str(tmp_path / "cache")]) == 0
     third = json.loads((out / "return_conditioning.json").read_text())
     assert "cached" not in third["runs"][0] and third["targets"] == [20.0]
     assert third["runs"][0]["targets"][0]["returns"] == report["runs"][0]["targets"][0]["returns"]
@@ -94,7 +97,8 @@ def test_unfinished_run_is_refused(runs: list[Path], tmp_path: Path) -> None:
     shutil.copytree(runs[0], run)
     (run / "summary.json").unlink()
     with pytest.raises(SystemExit, match="not finished"):
-        rc.main([str(run), "--out", str(tmp_path / "o"), "--targets", "1"])
+        rc.main([str(run), "--out", str(tmp_path / "o"), "--targets", "1",
+                 "--cache", str(tmp_path / "cache")])
 
 
 def test_default_grids() -> None:
