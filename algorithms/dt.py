@@ -83,6 +83,10 @@ class DTConfig:
     """Act with a key/value cache (`offrl.algorithms.dt_cache`): ~10x less compute per step,
     exact while t < K, a documented deviation once the window slides. Off = the reference's
     full K-step recomputation."""
+    act_precision: Literal["fp32", "bf16"] = "fp32"
+    """Precision of the acting forward (evaluation only; training follows the run's
+    `precision`): "bf16" acts with a bf16 copy of the model, ~1.75x faster per 10-env exact
+    step on CPUs with bf16 matmuls, not bit-identical to fp32 (benchmarks/eval_speed.py)."""
     max_timestep: int | None = None
     """Size of the timestep embedding. None = the larger of the longest episode in the data
     and the env's time limit; later timesteps reuse the last embedding."""

@@ -111,9 +111,21 @@ def test_train_then_eval_smoke(algo: str, keytodoor: Path, tmp_path: Path, capsy
                                   "--kv-cache"], capsys)
         assert code == 0, err
         assert [r["episodes"] for r in json.loads(out)["results"]] == [3]
+        code, out, err = run_cli(["eval", str(run), "--episodes", "3", "--envs", "2", "--json",
+                                  "--act-precision", "bf16"], capsys)
+        assert code == 0, err
+        assert [r["episodes"] for r in json.loads(out)["results"]] == [3]
     else:
         code, _, err = run_cli(["eval", str(run), "--episodes", "1", "--kv-cache"], capsys)
         assert code == 1 and "no config field(s) ['kv_cache']" in err
+        code, _, err = run_cli(["eval", str(run), "--episodes", "1", "--act-precision", "bf16"],
+                               capsys)
+        assert code == 1 and "no config field(s) ['act_precision']" in err
+    # gymnasium's SyncVectorEnv gives the same episodes as the default lockstep loop
+    code, out, err = run_cli(["eval", str(run), "--episodes", "3", "--envs", "2", "--json",
+                              "--vector", "sync"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["results"] == result["results"]
 
 
 def test_yaml_config_with_overrides_and_resume(keytodoor: Path, tmp_path: Path, capsys

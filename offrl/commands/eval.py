@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -40,6 +40,12 @@ class EvalArgs:
     kv_cache: bool = False
     """DT only: act with the key/value cache (faster; exact while t < K, an approximation
     after: see offrl/algorithms/dt_cache.py and experiments/kv_cache_check.py)."""
+    act_precision: Literal["fp32", "bf16"] | None = None
+    """DT only: precision of the acting forward (default: the run's; bf16 is faster on CPUs
+    with bf16 matmuls and not bit-identical to fp32)."""
+    vector: Literal["lockstep", "sync", "async"] | None = None
+    """How the envs are stepped: offrl's lockstep loop (default), or gymnasium's
+    SyncVectorEnv / AsyncVectorEnv (the same episodes for the same seeds)."""
     json: bool = False
     """Print the results as JSON."""
 
@@ -50,12 +56,17 @@ def main(argv: Sequence[str], prog: str) -> int:
     from offrl.config import ConfigError
     from offrl.evaluator import evaluate_checkpoint
 
+    overrides: dict[str, object] = {}
+    if args.kv_cache:
+        overrides["kv_cache"] = True
+    if args.act_precision is not None:
+        overrides["act_precision"] = args.act_precision
     try:
         results, meta = evaluate_checkpoint(
             args.checkpoint, num_episodes=args.episodes, target_returns=args.target_return,
             num_envs=args.envs, seed=args.seed, env_id=args.env_id, device=args.device,
-            async_envs=args.async_envs, video=args.video,
-            config_overrides={"kv_cache": True} if args.kv_cache else None)
+            async_envs=args.async_envs, video=args.video, vector=args.vector,
+            config_overrides=overrides or None)
     except (CheckpointError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
