@@ -36,7 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = ("medium", "medium-replay", "medium-expert")
-STATS = ("normalized_score", "return_mean", "train_loss_second_half", "action_mse")
+STATS = ("normalized_score", "return_mean", "train_loss_second_half", "action_mse",
+         "normalized_score_long")
 
 
 def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,9 +75,10 @@ def export(source: str, path: Path, env_id: str) -> None:
     print(f"exported {source} -> {path}", flush=True)
 
 
-def evaluate(run_dir: Path, source: str, protocol: dict[str, Any]) -> dict[str, Any]:
-    """Score d3rlpy's policy.pt with offrl's evaluator (cached in offrl_eval.json)."""
-    out = run_dir / "offrl_eval.json"
+def evaluate(run_dir: Path, source: str, protocol: dict[str, Any],
+             name: str = "offrl_eval.json") -> dict[str, Any]:
+    """Score d3rlpy's policy.pt with offrl's evaluator (cached in run_dir/name)."""
+    out = run_dir / name
     if out.is_file():
         cached = json.loads(out.read_text())
         if cached.get("protocol") == protocol:
@@ -157,6 +159,31 @@ def offrl_act(run_dir: Path) -> Any:
     return act
 
 
+def long_eval_offrl(run_dir: Path, episodes: int, args: argparse.Namespace) -> float:
+    """Normalized score of an offrl run's final checkpoint over `episodes` episodes (seeds
+    eval_seed + j, a superset of the run's own 10), cached under --work (the study's run
+    folders are read only)."""
+    from offrl.checkpoint import resolve_checkpoint
+    from offrl.evaluator import evaluate_checkpoint
+
+    ckpt = resolve_checkpoint(run_dir)
+    key = {"checkpoint": str(ckpt.resolve()), "mtime_ns": ckpt.stat().st_mtime_ns,
+           "episodes": episodes, "num_envs": args.envs, "eval_seed": args.eval_seed}
+    name = "".join(c if c.isalnum() or c in "-." else "_" for c in str(run_dir.resolve()))
+    cache = args.work / "long_eval" / f"{name[-150:]}-{episodes}.json"
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored["key"] == key:
+            return stored["normalized_score"]
+    (res,), _ = evaluate_checkpoint(run_dir, num_episodes=episodes, num_envs=args.envs,
+                                    seed=args.eval_seed)
+    score = res.summary()["normalized_score"]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "normalized_score": score,
+                                 "returns": res.returns.tolist()}) + "\n")
+    return score
+
+
 def offrl_command(level: str, seed: int, run_dir: Path, args: argparse.Namespace) -> list[str]:
     """The hopper suite's `offrl train` command for BC (offrl compare's plan, same flags)."""
     return [sys.executable, "-m", "offrl.cli", "train", "--algo", "bc",
@@ -183,6 +210,7 @@ def read_offrl_run(summary: Path, source: str) -> dict[str, Any] | None:
             "source": source, "return_mean": final.get("eval/return_mean"),
             "normalized_score": final.get("eval/normalized_score"),
             "best_score": s.get("best_score"), "wall_time_s": s.get("wall_time_s"),
+            "train_time_s": s.get("train_time_s"),
             "updates_per_s": s.get("updates_per_s")}
 
 
@@ -243,6 +271,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {d['name']} | {fmt(d['d3rlpy']['normalized_score'])} | "
                      f"{fmt(d['offrl']['normalized_score'])} | "
                      f"{fmt(d['d3rlpy']['return_mean'])} | {fmt(d['offrl']['return_mean'])} |")
+    lines += ["", f"The same final policies over {report['long_episodes']} episodes (env seeds "
+              f"{p['eval_seed']} + j, j < {report['long_episodes']}; less evaluation noise):",
+              "", "| dataset | d3rlpy BC | offrl BC |", "|---|---|---|"]
+    for d in report["datasets"]:
+        lines.append(f"| {d['name']} | {fmt(d['d3rlpy']['normalized_score_long'])} | "
+                     f"{fmt(d['offrl']['normalized_score_long'])} |")
     lines += ["", "How closely each fitted the data (mean over seeds): training loss over the "
               "second half of the run (MSE in [-1, 1] action units; d3rlpy: its last epoch), "
               "and the action MSE of the final policy on a fixed 100k-step sample of the "
@@ -255,8 +289,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {d['name']} | " + " | ".join(
             f"{c['mean']:.4f} ± {c['std']:.4f}" if c["n"] else "-" for c in cells) + " |")
     lines += ["", "Per run (final normalized score; offrl runs come from the hopper study where "
-              "it finished them, else from this script with the suite's exact command):", "",
-              "| dataset | seed | d3rlpy | d3rlpy train s | offrl | offrl wall s | offrl run |",
+              "it finished them, else from this script with the suite's exact command; train s: "
+              "seconds of gradient steps, evaluations excluded, measured while the machine ran "
+              "other jobs, so only roughly comparable):", "",
+              "| dataset | seed | d3rlpy | d3rlpy train s | offrl | offrl train s | offrl run |",
               "|---|---|---|---|---|---|---|"]
     for d in report["datasets"]:
         d3 = {r["seed"]: r for r in d["d3rlpy"]["runs"]}
@@ -266,7 +302,7 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [f"{a['normalized_score']:.1f}" if a else "-",
                      f"{a['train_wall_s']:.0f}" if a else "-",
                      f"{o['normalized_score']:.1f}" if o else "-",
-                     f"{o['wall_time_s']:.0f}" if o.get("wall_time_s") else "-",
+                     f"{o['train_time_s']:.0f}" if o.get("train_time_s") else "-",
                      o.get("source", "-")]
             lines.append(f"| {d['name']} | {seed} | " + " | ".join(cells) + " |")
     lines += ["", "Commands:", "", "```", *report["commands"], "```", "",
@@ -292,6 +328,9 @@ def main() -> None:
     p.add_argument("--out", type=Path,
                    default=ROOT / "experiments" / "results" / "peer-check" / "hopper-bc.json")
     p.add_argument("--d3rlpy-python", type=Path, default=ROOT / ".venv-d3rlpy" / "bin" / "python")
+    p.add_argument("--long-episodes", type=int, default=50,
+                   help="also score every final policy over this many episodes (seeds "
+                   "eval_seed + j; less evaluation noise than the protocol's 10; 0: skip)")
     p.add_argument("--offrl-train", action="store_true",
                    help="train offrl BC (the suite's command) for seeds the study has not "
                    "finished, into --work")
@@ -345,10 +384,19 @@ def main() -> None:
                 r["action_mse"] = action_mse(d3rlpy_act(Path(r["run_dir"])), obs, acts)
             for r in off:
                 r["action_mse"] = action_mse(offrl_act(Path(r["run_dir"])), obs, acts)
+            if args.long_episodes:
+                long = {**protocol, "episodes": args.long_episodes}
+                for r in runs:
+                    r["normalized_score_long"] = evaluate(
+                        Path(r["run_dir"]), source, long,
+                        f"offrl_eval_{args.long_episodes}.json")["normalized_score"]
+                for r in off:
+                    r["normalized_score_long"] = long_eval_offrl(
+                        Path(r["run_dir"]), args.long_episodes, args)
         datasets.append({
             "name": name, "source": source, "export": str(data),
-            "d3rlpy": {"runs": runs, **{k: stats([r[k] for r in runs]) for k in STATS}},
-            "offrl": {"runs": off, **{k: stats([r[k] for r in off]) for k in STATS}},
+            "d3rlpy": {"runs": runs, **{k: stats([r.get(k) for r in runs]) for k in STATS}},
+            "offrl": {"runs": off, **{k: stats([r.get(k) for r in off]) for k in STATS}},
         })
     import torch
 
@@ -359,7 +407,8 @@ def main() -> None:
     if d3:
         versions["d3rlpy"] = json.loads(Path(d3[0]["run_dir"], "peer.json").read_text())["library"]
     report = {"format": "offrl-peer-check/1", "algo": "bc", "steps": args.steps,
-              "threads": args.threads, "protocol": protocol, "commands": commands,
+              "threads": args.threads, "protocol": protocol,
+              "long_episodes": args.long_episodes, "commands": commands,
               "versions": versions, "datasets": datasets}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

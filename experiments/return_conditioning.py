@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                     "histogram": histogram},
         "summary": aggregate(runs, targets),
         "runs": runs,
-        "wall_time_s": time.perf_counter() - t_start,
+        "wall_time_s": time.perf_counter() - t_start,  # this invocation (cached runs: ~0)
+        "eval_wall_s_total": sum(r["eval_wall_s"] for r in runs),
         "commands": [command],
         "versions": {"offrl": getattr(offrl, "__version__", None), "torch": torch.__version__,
                      "numpy": np.__version__, "gymnasium": gymnasium.__version__,
