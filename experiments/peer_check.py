@@ -9,11 +9,19 @@ scores offrl's runs (`experiments/suites/hopper-cpu.yaml` + `configs/hopper-cpu-
 normalized score with the dataset's reference scores). The offrl side is read from the
 hopper study's run folders (`<compare>/<name>/runs/bc/seed<k>/summary.json`, read only).
 
-Resumable: a d3rlpy run with `peer.json` is not trained again, one with `offrl_eval.json`
-(from the same protocol) is not evaluated again, an existing export is reused.
+For seeds the study has not finished, `--offrl-train` runs the suite's exact `offrl train`
+command itself (into `--work`); such runs reproduce the study's bit for bit (checked: same
+final returns on three seeds). Diagnostics beside the protocol's score: each final policy
+over `--long-episodes` (50) episodes, the training loss over the second half of the run,
+and the action MSE on a fixed 100k-step sample of the dataset.
 
-    .venv/bin/python experiments/peer_check.py                       # all three datasets
-    .venv/bin/python experiments/peer_check.py --levels medium --seeds 1   # a quick look
+Resumable: a d3rlpy run with `peer.json` is not trained again, one with `offrl_eval.json`
+(from the same protocol) is not evaluated again, an existing export is reused, an offrl run
+with a summary.json is not trained again.
+
+    .venv/bin/python experiments/peer_check.py --offrl-train         # all three datasets
+    .venv/bin/python experiments/peer_check.py --levels medium --seeds 5 --offrl-train \
+        --out experiments/results/peer-check/hopper-medium-bc-5seeds.json
 
 Writes `--out` (default experiments/results/peer-check/hopper-bc.json) and a markdown table
 beside it (same name, .md).
