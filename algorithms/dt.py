@@ -321,8 +321,8 @@ class DTPolicy:
     by one, writes the new state, predicts from the state token at position K-1 and writes
     the chosen action back into the buffer. The buffers are public for inspection/tests.
 
-    `precision="bf16"` (opt-in; default fp32, or `config.act_precision` where a config has
-    it) acts with a bf16 copy of the model: weights, activations, LayerNorms and the KV cache
+    `precision="bf16"` (opt-in; default `config.act_precision`, itself fp32 by default)
+    acts with a bf16 copy of the model: weights, activations, LayerNorms and the KV cache
     in bf16 (bf16 matmuls run on AMX/AVX512-BF16 CPUs and tensor cores). Actions differ from
     fp32 by bf16 rounding (~1e-2 in [-1, 1] units), so returns differ too: measure before
     relying on it (benchmarks/eval_speed.py reports both). Buffers and outputs stay fp32.
@@ -333,7 +333,7 @@ class DTPolicy:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.algo, self.num_envs = algo, num_envs
-        precision = precision or getattr(algo.config, "act_precision", "fp32")
+        precision = precision or algo.config.act_precision
         if precision not in ACT_PRECISIONS:
             raise ValueError(f"precision must be one of {ACT_PRECISIONS}, got {precision!r}")
         self.precision = precision

@@ -249,11 +249,12 @@ def offrl_side(level: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def stats(values: list[float]) -> dict[str, float | int | None]:
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if v.size == 0:
-        return {"n": 0, "mean": None, "std": None}
-    return {"n": int(v.size), "mean": float(v.mean()),
-            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+    """`seed_stats` (the compare report's), with std 0 for a single run."""
+    from offrl.compare_report import seed_stats
+
+    s = seed_stats(values)
+    std = s["std"] if s["n"] != 1 else 0.0
+    return {"n": s["n"], "mean": s["mean"], "std": std}
 
 
 def fmt(s: dict[str, Any]) -> str:

@@ -44,8 +44,11 @@ def read_run(folder: Path) -> dict[str, Any]:
 
 
 def stats(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    """Mean and sample std (`seed_stats`, the compare report's; std 0 for a single run)."""
+    from offrl.compare_report import seed_stats
+
+    s = seed_stats(values)
+    return {"mean": s["mean"], "std": s["std"] if s["std"] is not None else 0.0}
 
 
 def compare(fp32: list[dict[str, Any]], bf16: list[dict[str, Any]]) -> dict[str, Any]:

@@ -92,8 +92,11 @@ def dataset_returns_of(checkpoint: str) -> tuple[str, np.ndarray]:
 
 
 def sample_stats(values: list[float]) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+    """Mean and sample std (`seed_stats`, the compare report's; std 0 for a single run)."""
+    from offrl.compare_report import seed_stats
+
+    s = seed_stats(values)
+    return s["mean"], s["std"] if s["std"] is not None else 0.0
 
 
 def aggregate(runs: list[dict[str, Any]], targets: list[float]) -> list[dict[str, Any]]:
