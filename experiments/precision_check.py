@@ -26,6 +26,10 @@ def read_run(folder: Path) -> dict[str, Any]:
     precision and seed (from its summary.json, metrics.jsonl and config.yaml)."""
     import yaml
 
+    missing = [n for n in ("summary.json", "config.yaml", "metrics.jsonl")
+               if not (folder / n).is_file()]
+    if missing:
+        raise SystemExit(f"{folder}: not a finished run folder (missing {', '.join(missing)})")
     summary = json.loads((folder / "summary.json").read_text())
     if summary.get("status") != "finished":
         raise SystemExit(f"{folder}: run did not finish ({summary.get('status')})")

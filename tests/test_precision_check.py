@@ -56,3 +56,11 @@ def test_precision_check_refuses_wrong_precision(tmp_path, monkeypatch) -> None:
                                       "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="another precision"):
         pc.main()
+
+
+def test_precision_check_names_a_missing_run(tmp_path, monkeypatch) -> None:
+    b = fake_run(tmp_path / "b", 0, "bf16", [1.0], [1.0])
+    monkeypatch.setattr(sys, "argv", ["x", "--fp32", str(tmp_path / "nope"), "--bf16", str(b),
+                                      "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="nope: not a finished run folder"):
+        pc.main()
