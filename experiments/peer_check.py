@@ -4,7 +4,7 @@ For every dataset and seed: export the offrl dataset to a D4RL-layout HDF5 file
 (`benchmarks/peers/export_d4rl.py`), train d3rlpy's BC for `--steps` gradient steps in the
 d3rlpy venv (`benchmarks/peers/d3rlpy_train.py`, one process at a time, `--threads` torch
 threads), then score its exported policy with offrl's `Evaluator` exactly as the hopper suite
-scores offrl's runs (`experiments/suites/hopper-cpu.yaml` + `configs/hopper-cpu-bc.yaml`:
+scores offrl's runs (`experiments/suites/hopper-cpu.yaml` + `configs/mujoco-cpu-bc.yaml`:
 10 episodes on 10 envs, episode j reset with seed 1,000,000 + j for every run, D4RL-style
 normalized score with the dataset's reference scores). The offrl side is read from the
 hopper study's run folders (`<compare>/<name>/runs/bc/seed<k>/summary.json`, read only).
@@ -195,7 +195,7 @@ def long_eval_offrl(run_dir: Path, episodes: int, args: argparse.Namespace) -> f
 def offrl_command(level: str, seed: int, run_dir: Path, args: argparse.Namespace) -> list[str]:
     """The hopper suite's `offrl train` command for BC (offrl compare's plan, same flags)."""
     return [sys.executable, "-m", "offrl.cli", "train", "--algo", "bc",
-            "--config", "experiments/configs/hopper-cpu-bc.yaml",
+            "--config", "experiments/configs/mujoco-cpu-bc.yaml",
             "--dataset", f"minari:offrl-mujoco/hopper/{level}-v0", "--env", args.env_id,
             "--seed", str(seed), "--steps", str(args.steps), "--eval-every", "1000",
             "--num-eval-episodes", str(args.episodes), "--num-eval-envs", str(args.envs),
@@ -324,7 +324,7 @@ def main() -> None:
     p.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--steps", type=int, default=20_000, help="d3rlpy gradient steps "
-                   "(offrl's hopper-cpu-bc.yaml: 20k)")
+                   "(offrl's mujoco-cpu-bc.yaml: 20k)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of d3rlpy training")
     p.add_argument("--env-id", default="Hopper-v5")
     p.add_argument("--episodes", type=int, default=10)
