@@ -2,15 +2,18 @@
 report.md, results.json and learning-curve PNGs.
 
 Everything is recomputed from what the runs wrote (metrics.jsonl eval rows, summary.json,
-the orchestrator's per-run record), so a report can be rebuilt from an output folder.
+the orchestrator's per-run record), so a report can be rebuilt from an output folder
+(`offrl compare --report-only --out DIR`, `offrl.compare_rebuild`).
 
 Statistics (documented in every report):
 - score: the env's success rate where it reports one (Key-to-Door), else the D4RL
   normalized score where reference returns are known, else the raw mean return; the same
   metric for every algorithm of a dataset. For return-conditioned policies evaluated at
   several targets, the first target's (`eval/<metric>` mirrors it; what the trainer ranks by).
-- final: the evaluation after the last gradient step; best: a run's highest evaluation
-  (chosen with online evaluations, so optimistic for an offline method).
+- final: the evaluation after the last gradient step; last-3: the mean of a run's last three
+  evaluations (the final one included), less sensitive to one unlucky checkpoint (10-episode
+  evaluations of consecutive checkpoints can differ by tens of points); best: a run's highest
+  evaluation (chosen with online evaluations, so optimistic for an offline method).
 - mean +/- std over seeds, std the sample standard deviation (n - 1; none for one seed),
   over the runs that finished only; failed runs are listed separately.
 - learning curves: at the evaluation steps every finished seed of the algorithm has (so
@@ -39,6 +42,7 @@ METRIC_LABELS = {
 }
 LABELS = {"dt": "DT", "cql": "CQL", "bc": "BC", "pbc": "%BC"}
 LOG_TAIL_LINES = 25
+LAST_EVALS = 3  # evaluations averaged by the "last-3" statistic
 
 
 # ---- reading runs ----------------------------------------------------------------------------
@@ -130,6 +134,8 @@ def score_run(run: dict[str, Any], metric: str) -> None:
     done = run["status"] == "finished" and rows and int(rows[-1]["step"]) == run["total_steps"]
     run["final_score"] = float(rows[-1][f"eval/{metric}"]) if done else None
     run["final_return"] = float(rows[-1]["eval/return_mean"]) if done else None
+    run["last_score"] = (float(np.mean(run["curve"]["score"][-LAST_EVALS:])) if done
+                         else None)
     if rows:
         i = int(np.argmax(run["curve"]["score"]))  # first of equal maxima: the earliest step
         run["best_score"], run["best_step"] = run["curve"]["score"][i], run["curve"]["step"][i]
@@ -191,6 +197,7 @@ def aggregate(runs: Sequence[dict[str, Any]], algos: Sequence[str],
         out[algo] = {
             "runs": len(mine), "finished": len(ok),
             "final_score": seed_stats([r["final_score"] for r in ok]),
+            "last_score": seed_stats([r["last_score"] for r in ok]),
             "best_score": seed_stats([r["best_score"] for r in ok]),
             "final_return": seed_stats([r["final_return"] for r in ok]),
             "wall_s": seed_stats([r["wall_s"] for r in ok]),
@@ -253,8 +260,10 @@ def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -
     }
 
 
-def context(argv: Sequence[str], parallel: int, threads: int, wall_s: float,
+def context(argv: Sequence[str], parallel: int, threads: int, wall_s: float | None,
             interrupted: bool) -> dict[str, Any]:
+    """What every report records about how it was made; wall_s None: not known (a report
+    rebuilt later with --report-only)."""
     from offrl.checkpoint import library_versions
 
     versions = library_versions()
@@ -356,11 +365,13 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
     rows = []
     for algo, agg in section["algos"].items():
         rows.append([_label(algo), fmt_stats(agg["final_score"], scale, digits),
+                     fmt_stats(agg["last_score"], scale, digits),
                      fmt_stats(agg["best_score"], scale, digits),
                      fmt_stats(agg["final_return"], 1.0, 2),
                      f"{agg['finished']}/{agg['runs']}", fmt_stats(agg["wall_s"], 1.0, 0),
                      fmt_stats(agg["updates_per_s"], 1.0, 0)])
-    main_table = _table(["algo", f"final {label}", f"best {label}", "final return",
+    main_table = _table(["algo", f"final {label}", f"last-{LAST_EVALS} {label}",
+                         f"best {label}", "final return",
                          "seeds finished", "wall s / run", "updates/s"], rows)
     run_rows = []
     for r in section["runs"]:
@@ -368,11 +379,13 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
                 if r["best_score"] is not None else "-")
         status = r["status"] + (" (resumed)" if r.get("resumed") else "")
         run_rows.append([_label(r["algo"]), str(r["seed"]), status,
-                         _num(r["final_score"], scale, digits), best,
+                         _num(r["final_score"], scale, digits),
+                         _num(r["last_score"], scale, digits), best,
                          _num(r["final_return"], 1.0, 2), _num(r["wall_s"], 1.0, 0),
                          _num(r["train_time_s"], 1.0, 0), _num(r["updates_per_s"], 1.0, 0),
                          f"`{r['run_dir']}`"])
-    run_table = _table(["algo", "seed", "status", "final", "best @ step", "final return",
+    run_table = _table(["algo", "seed", "status", "final", f"last-{LAST_EVALS}", "best @ step",
+                        "final return",
                         "wall s", "train s", "updates/s", "run folder"], run_rows)
     target_rows = [[_label(a), f"{t['target']:g}", fmt_stats(t["final_return"], 1.0, 2),
                     fmt_stats(t["final_score"], scale, digits)]
@@ -402,7 +415,9 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
         main_table,
         "",
         f"Mean ± sample std (n - 1) over the seeds that finished. final: the evaluation after "
-        f"the last gradient step; best: each run's highest evaluation (picked with online "
+        f"the last gradient step; last-{LAST_EVALS}: the mean of each run's last {LAST_EVALS} "
+        f"evaluations (less sensitive to one unlucky checkpoint); best: each run's highest "
+        f"evaluation (picked with online "
         f"evaluations, so optimistic for an offline method). wall s: the whole `offrl train` "
         f"process (data loading, training, evaluations, checkpoints); updates/s: gradient "
         f"steps per second of training alone, {ctx['parallel']} run(s) sharing "
@@ -443,7 +458,11 @@ def _environment(ctx: dict[str, Any]) -> list[str]:
     return ["## Environment", "",
             f"{ctx['date']}; {ctx['platform']}; {ctx['cpu_count']} CPU cores; "
             f"{ctx['parallel']} runs at a time, {ctx['threads_per_run']} torch thread(s) each; "
-            f"all runs took {ctx['wall_s']:.0f} s.", "", f"Versions: {versions}.", ""]
+            + (f"all runs took {ctx['wall_s']:.0f} s." if ctx["wall_s"] is not None else
+             "report rebuilt from the run folders with `offrl compare --report-only` (the "
+             "whole comparison's wall time is not recorded; each run's is in its table; the "
+             "versions below are the rebuild's, each run's checkpoints record its own)."),
+            "", f"Versions: {versions}.", ""]
 
 
 def _results(sections: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
@@ -464,25 +483,33 @@ def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path,
     """Top-level report of a suite: one row per dataset, one column per algorithm (final
     score, mean ± std over seeds), linking each dataset's own report."""
     algos = list(dict.fromkeys(a for s in sections for a in s["algos"]))
-    rows = []
-    for s in sections:
-        scale, digits = _scale(s["metric"]), 1 if s["metric"] != "return_mean" else 2
-        cells = []
-        for a in algos:
-            agg = s["algos"].get(a)
-            cell = fmt_stats(agg["final_score"], scale, digits) if agg else "not run"
-            if agg and agg["finished"] < agg["runs"]:
-                cell += f" ({agg['finished']}/{agg['runs']} seeds)"
-            cells.append(cell)
-        steps = "/".join(str(v) for v in dict.fromkeys(s["total_steps"].values()) if v)
-        rows.append([f"[{s['name']}]({s['name']}/report.md)", s["metric_label"], steps, *cells])
+
+    def table(stat: str) -> str:
+        rows = []
+        for s in sections:
+            scale, digits = _scale(s["metric"]), 1 if s["metric"] != "return_mean" else 2
+            cells = []
+            for a in algos:
+                agg = s["algos"].get(a)
+                cell = fmt_stats(agg[stat], scale, digits) if agg else "not run"
+                if agg and agg["finished"] < agg["runs"]:
+                    cell += f" ({agg['finished']}/{agg['runs']} seeds)"
+                cells.append(cell)
+            steps = "/".join(str(v) for v in dict.fromkeys(s["total_steps"].values()) if v)
+            rows.append([f"[{s['name']}]({s['name']}/report.md)", s["metric_label"], steps,
+                         *cells])
+        return _table(["dataset", "score", "steps", *(_label(a) for a in algos)], rows)
+
     text = "\n".join([
         "# offrl compare: suite", "",
         "> Interrupted: some runs were stopped before the end.\n" if ctx["interrupted"] else "",
         "Final score after the last gradient step, mean ± sample std over seeds (finished "
         "runs); each dataset's report has best scores, raw returns, timings, learning curves "
         "and the exact commands.", "",
-        _table(["dataset", "score", "steps", *(_label(a) for a in algos)], rows), "",
+        table("final_score"), "",
+        f"Mean of each run's last {LAST_EVALS} evaluations (the final one included), mean ± "
+        f"sample std over seeds: less sensitive to one unlucky checkpoint.", "",
+        table("last_score"), "",
         "## Command", "", "```", ctx["command"], "```", "",
         *(["## Suite file", "", "```yaml", suite_text.rstrip(), "```", ""] if suite_text else []),
         *_environment(ctx)])

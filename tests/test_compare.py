@@ -176,6 +176,30 @@ def test_resume_keeps_finished_runs_and_refuses_a_bare_rerun(comparison, capsys)
     assert section["algos"]["dt"] == comparison["main"]["datasets"][0]["algos"]["dt"]
 
 
+@pytest.mark.slow
+def test_report_only_rebuilds_the_same_numbers(comparison, capsys, tmp_path) -> None:
+    out = comparison["out"]
+    (out / "report.md").unlink()
+    (out / "main" / "results.json").unlink()
+    logs = {p: p.stat().st_mtime_ns for p in (out / "main" / "logs").glob("*.log")}
+    assert main(["compare", "--report-only", "--out", str(out)]) == 0  # trains nothing
+    assert {p: p.stat().st_mtime_ns for p in (out / "main" / "logs").glob("*.log")} == logs
+    rebuilt = json.loads((out / "main" / "results.json").read_text())["datasets"][0]
+    before = comparison["main"]["datasets"][0]
+    for algo in ("bc", "dt"):
+        for stat in ("final_score", "best_score", "final_return"):
+            assert rebuilt["algos"][algo][stat] == before["algos"][algo][stat], (algo, stat)
+    report = (out / "report.md").read_text()
+    assert "rebuilt from the run folders" in report and "| [main](main/report.md) |" in report
+    assert (out / "nan" / "report.md").is_file()
+    assert main(["compare", "--report-only", "--out", str(tmp_path)]) == 2
+    assert "has no plan.json" in capsys.readouterr().err
+    assert main(["compare", "--report-only", "--out", str(out), "--resume"]) == 2
+    assert "takes only --out" in capsys.readouterr().err
+    assert main(["compare", "--report-only"]) == 2
+    assert "needs --out" in capsys.readouterr().err
+
+
 def test_help(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["compare", "--help"])
@@ -183,7 +207,7 @@ def test_help(capsys) -> None:
     text = capsys.readouterr().out
     for flag in ("--dataset", "--suite", "--algos", "--seeds", "--steps", "--env", "--config",
                  "--parallel", "--threads", "--out", "--eval-every", "--eval-episodes",
-                 "--force", "--resume", "--target-returns"):
+                 "--force", "--resume", "--target-returns", "--report-only"):
         assert flag in text, flag
 
 
@@ -425,6 +449,20 @@ def test_per_target_final_scores_by_hand() -> None:
     assert per_target([single], "return_mean") == []  # one target: nothing to add
 
 
+def test_last_score_averages_the_last_three_evaluations() -> None:
+    from offrl.compare_report import score_run
+
+    rows = [{"step": s, "eval/normalized_score": x, "eval/return_mean": 10 * x}
+            for s, x in [(1, 90.0), (2, 1.0), (3, 50.0), (4, 20.0), (5, 2.0)]]
+    run = {"status": "finished", "total_steps": 5, "eval_rows": rows}
+    score_run(run, "normalized_score")
+    assert run["final_score"] == 2.0 and run["best_score"] == 90.0
+    assert run["last_score"] == pytest.approx((50.0 + 20.0 + 2.0) / 3)
+    cut = {"status": "finished", "total_steps": 6, "eval_rows": rows}  # no final evaluation
+    score_run(cut, "normalized_score")
+    assert cut["final_score"] is None and cut["last_score"] is None
+
+
 def test_section_from_fabricated_runs(tmp_path) -> None:
     """read_run's statuses and the report, from run folders written by hand (no training)."""
     from offrl.compare_report import build_section, context, write_section
@@ -474,5 +512,6 @@ def test_section_from_fabricated_runs(tmp_path) -> None:
     assert "> Interrupted" in report and "> Warning: return-conditioned" in report
     assert "### BC seed 0: interrupted (exit code -2)" in report
     assert "Traceback: boom" in report and "### BC seed 1: not run" in report
-    assert "| DT | 30.0 ± 14.1 | 50.0 ± 14.1 |" in report  # success rate in %
+    # final, last-3 (each run's mean of its evaluations: 0.3 and 0.4), best; in %
+    assert "| DT | 30.0 ± 14.1 | 35.0 ± 7.1 | 50.0 ± 14.1 |" in report
     assert (tmp_path / "out" / "curves_score.png").stat().st_size > 0

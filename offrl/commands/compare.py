@@ -75,6 +75,21 @@ class CompareArgs:
     """Show live per-run status lines (plain lines when not on a terminal)."""
     status_every: float = 30.0
     """Seconds between status blocks when not on a terminal."""
+    report_only: bool = False
+    """Rebuild the reports of the earlier comparison in --out from its plan.json and run
+    folders (e.g. after a report change); trains nothing and takes no other option."""
+
+
+def _report_only(args: CompareArgs) -> int:
+    from offrl.compare import CompareError
+    from offrl.compare_rebuild import rebuild_reports
+
+    if args.out is None:
+        raise CompareError("--report-only needs --out: the folder of an earlier comparison")
+    if args.dataset is not None or args.suite is not None or args.resume or args.force:
+        raise CompareError("--report-only takes only --out (the plan in it says the rest)")
+    print(f"report: {rebuild_reports(Path(args.out))}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str], prog: str) -> int:
@@ -92,6 +107,8 @@ def main(argv: Sequence[str], prog: str) -> int:
 
     args = parse(CompareArgs, argv, prog)
     try:
+        if args.report_only:
+            return _report_only(args)
         if (args.dataset is None) == (args.suite is None):
             raise CompareError("pass either --dataset SOURCE or --suite FILE.yaml")
         if args.threads < 1:
