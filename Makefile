@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # d3rlpy 2.8.1, the peer of `make bench`, pins gymnasium==1.0.0 (offrl needs >= 1.1): it gets
-# its own venv. torch first and pinned, for the same reason as above.
+# its own venv (with MuJoCo, for its sequential DT evaluation in benchmarks/eval_speed.py). torch first and pinned, for the same reason as above.
 D3RLPY_VENV := .venv-d3rlpy
 D3RLPY_STAMP := $(D3RLPY_VENV)/.installed
 
@@ -37,7 +37,7 @@ $(D3RLPY_STAMP):
 	test -x $(D3RLPY_VENV)/bin/python || $(PY) -m venv $(D3RLPY_VENV)
 	$(D3RLPY_VENV)/bin/pip install --quiet --upgrade pip
 	$(D3RLPY_VENV)/bin/pip install --quiet torch==2.13.0
-	$(D3RLPY_VENV)/bin/pip install --quiet d3rlpy==2.8.1 h5py
+	$(D3RLPY_VENV)/bin/pip install --quiet d3rlpy==2.8.1 h5py "gymnasium[mujoco]==1.0.0"
 	$(D3RLPY_VENV)/bin/python -c "import d3rlpy, h5py, torch; assert d3rlpy.__version__ == '2.8.1'"
 	touch $(D3RLPY_STAMP)
 

@@ -7,8 +7,9 @@ D4RL-layout HDF5 file in a cache folder, read by both libraries):
   real trainer and d3rlpy through its `fit` step, in interleaved chunks (train_speed.py),
   at the machine's core count and at 1 torch thread, fp32, and offrl's bf16 option;
 - FLOPs per update and achieved GFLOP/s against the measured matmul peak (fp32 and bf16);
-- DT evaluation on Hopper-v5: env steps/s with 10 envs in lockstep vs one env at a time
-  (eval_speed.py, run as a subprocess).
+- DT evaluation on Hopper-v5: env steps/s with 10 envs in lockstep vs one env at a time,
+  offrl's own and d3rlpy's sequential acting loop (eval_speed.py --peer, run as a
+  subprocess).
 Median of 3 repeats; prints a table with ratios and targets, writes benchmarks/results/bench.json.
 
     python -m benchmarks.bench [--quick] [--steps 1000000] [--threads 2,1] [--algos dt,cql,bc]
@@ -89,9 +90,12 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def run_eval_speed(threads: int, episodes: int, envs: int, out: Path) -> dict[str, Any]:
+def run_eval_speed(threads: int, episodes: int, envs: int, out: Path,
+                   peer: bool) -> dict[str, Any]:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "eval_speed.py"), "--episodes",
            str(episodes), "--envs", str(envs), "--threads", str(threads), "--out", str(out)]
+    if peer:
+        cmd.append("--peer")
     subprocess.run(cmd, check=True, cwd=ROOT)
     return json.loads(out.read_text())
 
@@ -164,6 +168,16 @@ def eval_rows(ev: dict[str, Any]) -> list[dict[str, Any]]:
     if default in modes and "exact" in modes:
         row = rows[-1] if default == "kv-cache" else rows[list(modes).index("exact")]
         row.update(target=target, ok=row["ratio"] >= target)
+    peer = ev.get("d3rlpy_sequential")
+    if peer:  # and with the peer's sequential loop, timed in the same rounds
+        for mode, m in modes.items():
+            ratio = m.get("speedup_vs_d3rlpy_sequential")
+            row = {"metric": f"DT eval {ev['envs']} envs [{mode}] vs d3rlpy 1 env",
+                   "offrl": m["vectorized_env_steps_per_s"],
+                   "reference": peer["env_steps_per_s"], "ratio": ratio}
+            if mode == default and ratio is not None:
+                row.update(target=target, ok=ratio >= target)
+            rows.append(row)
     return rows
 
 
@@ -287,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     if "eval" not in skip:
         episodes, envs = (2, 2) if args.quick else (10, 10)
         with tempfile.TemporaryDirectory() as tmp:
-            summary["eval"] = run_eval_speed(args.eval_threads, episodes, envs,
-                                             Path(tmp) / "eval_speed.json")
+            summary["eval"] = run_eval_speed(
+                args.eval_threads, episodes, envs, Path(tmp) / "eval_speed.json",
+                peer="d3rlpy" not in skip and D3RLPY_PYTHON.exists())
 
     dl = ROOT / "benchmarks/results/data_layer.json"
     if dl.exists():

@@ -7,7 +7,13 @@ run the full 1000 steps (`terminate_when_unhealthy=False`), so both sides do exa
 1000 env steps per episode and the comparison is not skewed by an untrained hopper falling
 early; `--terminate` uses the standard env instead. Same env seeds on both sides; the returns
 are checked to match (up to batched-vs-single-row float rounding). Target: >= 5x (issue #4),
-and 10 envs >= 10x sequential exact fp32 evaluation (issue #8).
+and 10 envs >= 10x sequential evaluation (issue #8).
+
+`--peer` adds the peer's sequential evaluation to every round: d3rlpy 2.8.1's DT (the same
+architecture, untrained) acting through its `StatefulTransformerWrapper`, one env at a time,
+on the same episode seeds (benchmarks/d3rlpy_eval_worker.py, in `.venv-d3rlpy`); each mode's
+"vs d3rlpy sequential" figure is the median over rounds of its N-env rate over the peer's
+rate in the same round.
 
 Acting modes (each timed on both sides with the same policy settings): `exact` (the
 reference's full K-step window per step, the last block computing only the query it needs),
@@ -25,7 +31,7 @@ chunk when that mode runs (else it is left out).
 
     python benchmarks/eval_speed.py [--episodes 10] [--envs 10] [--device cpu] [--threads 1]
         [--modes exact kv-cache exact-bf16 kv-cache-bf16] [--chunk 2] [--rounds 0]
-        [--vector lockstep] [--env-threads 1] [--out benchmarks/results/eval_speed.json]
+        [--vector lockstep] [--env-threads 1] [--peer] [--out benchmarks/results/eval_speed.json]
 """
 
 from __future__ import annotations
@@ -34,10 +40,14 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
+import h5py
 import numpy as np
 import torch
 
@@ -74,6 +84,59 @@ def random_episodes(n: int, seed: int) -> list[Episode]:
     return episodes
 
 
+ROOT = Path(__file__).resolve().parent.parent
+D3RLPY_PYTHON = ROOT / ".venv-d3rlpy" / "bin" / "python"
+
+
+def write_d4rl(episodes: list[Episode], path: Path) -> None:
+    """The episodes as a D4RL-layout HDF5 file (what the d3rlpy worker reads)."""
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.concatenate([e.observations[:-1] for e in episodes])
+        f["actions"] = np.concatenate([e.actions for e in episodes]).astype(np.float32)
+        f["rewards"] = np.concatenate([e.rewards for e in episodes])
+        ends = [np.zeros(len(e.actions), bool) for e in episodes]
+        f["terminals"] = np.concatenate([np.r_[z[:-1], e.terminated]
+                                         for z, e in zip(ends, episodes, strict=True)])
+        f["timeouts"] = np.concatenate([np.r_[z[:-1], e.truncated]
+                                        for z, e in zip(ends, episodes, strict=True)])
+
+
+class PeerEval:
+    """benchmarks/d3rlpy_eval_worker.py as a subprocess: d3rlpy's sequential evaluation."""
+
+    def __init__(self, data: Path, target: float, terminate: bool) -> None:
+        if not D3RLPY_PYTHON.exists():
+            raise SystemExit(f"--peer needs {D3RLPY_PYTHON} (make venv-d3rlpy)")
+        cmd = [str(D3RLPY_PYTHON), str(ROOT / "benchmarks" / "d3rlpy_eval_worker.py"),
+               "--data", str(data), "--target", str(target)] + (["--terminate"] if terminate
+                                                                 else [])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.info = self._receive()
+
+    def _receive(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"d3rlpy eval worker exited (code {self.proc.wait()}); see its "
+                             f"stderr above")
+        return json.loads(line)
+
+    def run(self, seeds: list[int], threads: int) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": "run", "seeds": seeds, "threads": threads})
+                              + "\n")
+        self.proc.stdin.flush()
+        return self._receive()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
 MODES = {  # name -> (kv_cache, precision)
     "exact": (False, "fp32"), "kv-cache": (True, "fp32"),
     "exact-bf16": (False, "bf16"), "kv-cache-bf16": (True, "bf16"),
@@ -98,6 +161,8 @@ def main() -> None:
                    help="how the Evaluator steps its envs (both sides)")
     p.add_argument("--env-threads", type=int, default=1,
                    help="lockstep only: threads stepping the N envs (the one-env side has 1)")
+    p.add_argument("--peer", action="store_true",
+                   help="also time d3rlpy's sequential DT evaluation in every round")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_speed.json"))
     args = p.parse_args()
     if args.threads:
@@ -109,8 +174,9 @@ def main() -> None:
     torch.manual_seed(0)
 
     env_obs, env_act = make_env(ENV_ID).observation_space, make_env(ENV_ID).action_space
+    episodes = random_episodes(5, 0)
     data = EpisodeDataset.from_episodes(
-        random_episodes(5, 0), observation_space=env_obs, action_space=env_act,
+        episodes, observation_space=env_obs, action_space=env_act,
         meta=DatasetMeta(name="hopper-random-tiny", env_id=ENV_ID))
     config = DT.Config(**DT_SIZES[args.dt])
     algo = DT.from_dataset(config, data, args.device)
@@ -120,6 +186,12 @@ def main() -> None:
         return make_env(ENV_ID, **kwargs)
 
     seed0, target = 100, 3600.0
+    peer = None
+    if args.peer:
+        tmp = tempfile.TemporaryDirectory()
+        write_d4rl(episodes, Path(tmp.name) / "hopper-random-tiny.hdf5")
+        peer = PeerEval(Path(tmp.name) / "hopper-random-tiny.hdf5", target, args.terminate)
+        peer.run([seed0], torch.get_num_threads())  # warm-up (not timed)
     vec_env = Evaluator(env_fn, args.envs, vector=args.vector, env_threads=args.env_threads)
     one_env = Evaluator(env_fn, 1, vector=args.vector)
 
@@ -148,6 +220,7 @@ def main() -> None:
                 for mode in args.modes}
     rates: dict[str, dict[str, list[float]]] = {m: {"vec": [], "one": []} for m in args.modes}
     vec_returns = {}
+    peer_rates: list[float] = []
     one_returns = {m: np.full(args.episodes, np.nan) for m in args.modes}
     for vec_pol, _ in policies.values():  # warm-up (not timed)
         timed(vec_env, vec_pol, min(args.envs, args.episodes), seed0)
@@ -164,6 +237,10 @@ def main() -> None:
                     t, ret, steps = timed(one_env, one_pol, n_one, seed0 + first)
                     one_returns[mode][first:first + n_one] = ret
                 rates[mode][side].append(steps / t)
+        if peer is not None:
+            res = peer.run(list(range(seed0 + first, seed0 + first + n_one)),
+                           torch.get_num_threads())
+            peer_rates.append(res["steps"] / res["seconds"])
     seq_exact = rates["exact"]["one"] if "exact" in rates else None
     for mode in args.modes:
         kv, precision = MODES[mode]
@@ -186,11 +263,23 @@ def main() -> None:
             vs = [v / s for v, s in zip(vec_rate, seq_exact, strict=True)]
             row["speedup_vs_one_env_exact_fp32"] = round(float(np.median(vs)), 2)
             msg = f"; vs 1 env exact fp32 {row['speedup_vs_one_env_exact_fp32']:.1f}x"
+        if peer_rates:
+            vs = [v / s for v, s in zip(vec_rate, peer_rates, strict=True)]
+            row["speedup_vs_d3rlpy_sequential"] = round(float(np.median(vs)), 2)
+            msg += f"; vs d3rlpy sequential {row['speedup_vs_d3rlpy_sequential']:.1f}x"
         result["modes"][mode] = row
         print(f"  [{mode}] {args.envs} envs: {row['vectorized_env_steps_per_s']:8.0f} steps/s; "
               f"1 env: {row['one_env_env_steps_per_s']:8.0f} steps/s; speed-up "
               f"{row['speedup']:.1f}x (rounds {row['round_ratios']}){msg}; "
               f"max |return difference| {max_diff:.3g}")
+    if peer is not None:
+        result["d3rlpy_sequential"] = {
+            "env_steps_per_s": round(float(np.median(peer_rates)), 1),
+            "round_rates": [round(x, 1) for x in peer_rates], **peer.info}
+        print(f"  [d3rlpy 2.8.1 sequential, StatefulTransformerWrapper] 1 env: "
+              f"{result['d3rlpy_sequential']['env_steps_per_s']:8.0f} steps/s")
+        peer.close()
+        tmp.cleanup()
     vec_env.close()
     one_env.close()
     result["load_average_end"] = os.getloadavg()

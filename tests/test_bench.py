@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,3 +173,35 @@ def test_eval_rows_put_the_target_on_the_default_mode() -> None:
     old = {"envs": 10, **mode(500.0, 100.0)}  # eval_speed.py before it timed two modes
     (row,) = bench.eval_rows(old)
     assert row["ratio"] == pytest.approx(5.0) and row["ok"] is False
+    # --peer: one more row per mode against d3rlpy's sequential loop; the default mode's
+    # has the target too
+    ev["modes"]["exact"]["speedup_vs_d3rlpy_sequential"] = 8.0
+    ev["modes"]["kv-cache"]["speedup_vs_d3rlpy_sequential"] = 24.0
+    ev["d3rlpy_sequential"] = {"env_steps_per_s": 125.0}
+    peer_rows = bench.eval_rows(ev)[3:]
+    assert [r["ratio"] for r in peer_rows] == [8.0, 24.0]
+    assert all(r["reference"] == 125.0 for r in peer_rows)
+    default = "kv-cache" if getattr(DTConfig(), "kv_cache", False) else "exact"
+    (peer_target,) = [r for r in peer_rows if r.get("target")]
+    assert default in peer_target["metric"] and peer_target["ok"] is (default == "kv-cache")
+
+
+def test_write_d4rl_marks_episode_ends(tmp_path) -> None:
+    """The file the d3rlpy evaluation worker builds its DT from: one row per transition, the
+    last row of each episode flagged as a termination or a time-out."""
+    import h5py
+
+    from benchmarks.eval_speed import write_d4rl
+    from offrl.types import Episode
+
+    def episode(n: int, terminated: bool) -> Episode:
+        return Episode(np.arange((n + 1) * 2, dtype=np.float32).reshape(n + 1, 2),
+                       np.ones((n, 1), np.float32), np.full(n, 0.5, np.float32),
+                       terminated, not terminated)
+
+    write_d4rl([episode(3, True), episode(2, False)], tmp_path / "d.hdf5")
+    with h5py.File(tmp_path / "d.hdf5") as f:
+        assert f["observations"].shape == (5, 2) and f["actions"].shape == (5, 1)
+        assert f["observations"][3].tolist() == [0.0, 1.0]  # the second episode's first
+        assert f["terminals"][()].tolist() == [False, False, True, False, False]
+        assert f["timeouts"][()].tolist() == [False, False, False, False, True]
