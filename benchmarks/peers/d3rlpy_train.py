@@ -4,7 +4,10 @@ Runs with `.venv-d3rlpy/bin/python` (d3rlpy pins gymnasium 1.0.0). The configura
 the training benchmark's (benchmarks/d3rlpy_worker.py), which mirror offrl's defaults:
 BC 256x2 MLP, batch 256, Adam 3e-4; CQL with twin critics and actor 256x3, batch 256, 10
 sampled actions, a fixed conservative weight of 5 (offrl's default non-Lagrange CQL).
-Training is d3rlpy's own `fit` for `--steps` gradient steps. The output folder gets:
+With `--config-json FILE` (CQL only) the d3rlpy config is built from that file instead: the
+keyword arguments `benchmarks/peers/d3rlpy_config.py` maps from an offrl CQL config (the peer
+check writes it). Training is d3rlpy's own `fit` for `--steps` gradient steps, logged per
+`--steps-per-epoch` (default min(steps, 10k)). The output folder gets:
 - `policy.pt`: d3rlpy's `save_policy` TorchScript (observation scaler included; greedy
   action in the env's units), scored by `benchmarks/peers/d3rlpy_policy.py` with offrl's
   evaluator, i.e. the same protocol as offrl's runs;
@@ -32,6 +35,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # d3rlpy_worker.py (a script)
 from d3rlpy_worker import load_dataset, make_algo  # noqa: E402
+from peers.d3rlpy_config import build_d3rlpy_config  # noqa: E402
+
+
+def steps_per_epoch(steps: int, per_epoch: int | None) -> int:
+    """d3rlpy logs (and saves its model) once per epoch; `fit` runs whole epochs only."""
+    per = min(steps, 10_000) if per_epoch is None else per_epoch
+    if per < 1 or steps % per:
+        raise SystemExit(f"--steps {steps} must be a multiple of --steps-per-epoch {per}")
+    return per
 
 
 def main() -> None:
@@ -42,9 +54,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--config-json", type=Path, default=None,
+                   help="CQL: d3rlpy CQLConfig arguments (d3rlpy_config.cql_kwargs) instead of "
+                   "the benchmark's configuration")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="log interval (default: min(steps, 10000), rounding steps down to a "
+                   "multiple of it)")
     args = p.parse_args()
     if args.steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {args.steps}")
+    if args.config_json is not None and args.algo != "cql":
+        raise SystemExit("--config-json is for --algo cql")
     import d3rlpy
 
     if args.threads:
@@ -52,10 +72,20 @@ def main() -> None:
     d3rlpy.seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(args.data)
-    algo, _ = make_algo(args.algo, dataset, "cpu:0")
+    kwargs = None
+    if args.config_json is not None:
+        kwargs = json.loads(args.config_json.read_text())
+        algo = build_d3rlpy_config(kwargs).create(device="cpu:0")
+    else:
+        algo, _ = make_algo(args.algo, dataset, "cpu:0")
+    if args.steps_per_epoch is None:  # the BC peer check's original rule (kept bit for bit)
+        per_epoch = min(args.steps, 10_000)
+        n_steps = per_epoch * max(1, args.steps // per_epoch)
+    else:
+        per_epoch = steps_per_epoch(args.steps, args.steps_per_epoch)
+        n_steps = args.steps
     t0 = time.perf_counter()
-    per_epoch = min(args.steps, 10_000)
-    algo.fit(dataset, n_steps=per_epoch * max(1, args.steps // per_epoch),
+    algo.fit(dataset, n_steps=n_steps,
              n_steps_per_epoch=per_epoch, show_progress=False, experiment_name="fit",
              with_timestamp=False,
              logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(args.out / "logs")))
@@ -63,9 +93,11 @@ def main() -> None:
     algo.save_policy(str(args.out / "policy.pt"))
     algo.save(str(args.out / "model.d3"))
     meta = {"algo": args.algo, "library": f"d3rlpy {d3rlpy.__version__}",
-            "steps": per_epoch * max(1, args.steps // per_epoch), "seed": args.seed,
+            "steps": n_steps, "steps_per_epoch": per_epoch, "seed": args.seed,
             "data": str(args.data), "wall_time_s": wall,
             "config": json.loads(algo.config.serialize())}
+    if kwargs is not None:
+        meta["config_kwargs"] = kwargs  # what the peer check asked for (its resume check)
     (args.out / "peer.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"d3rlpy {args.algo}: {meta['steps']} steps in {wall:.0f} s -> {args.out}/policy.pt")
 
