@@ -10,6 +10,8 @@ evaluation curves are compared against the spread over seeds.
     python experiments/precision_check.py --fp32 runs/bf16-check/dt-fp32-seed{0,1,2} \\
         --bf16 runs/compare/hopper/hopper-medium-replay/runs/dt/seed{0,1,2} \\
         --out experiments/results/precision-check/hopper-medium-replay-dt
+
+CQL works the same way (its critic loss is the loss compared).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import json
 import statistics
 from pathlib import Path
 from typing import Any
+
+# The training loss compared: DT's and BC's loss, CQL's critic loss (TD + conservative terms).
+LOSS_KEYS = ("train/loss", "train/critic_loss")
 
 
 def read_run(folder: Path) -> dict[str, Any]:
@@ -37,8 +42,9 @@ def read_run(folder: Path) -> dict[str, Any]:
     loss, score = {}, {}
     for line in (folder / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        if "train/loss" in row:
-            loss[row["step"]] = row["train/loss"]
+        key = next((k for k in LOSS_KEYS if k in row), None)
+        if key is not None:
+            loss[row["step"]] = row[key]
         for key in ("eval/normalized_score", "eval/success_rate", "eval/return_mean"):
             if key in row:
                 score[row["step"]] = row[key]

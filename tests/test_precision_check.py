@@ -18,11 +18,11 @@ spec.loader.exec_module(pc)
 
 
 def fake_run(folder: Path, seed: int, precision: str, losses: list[float],
-             scores: list[float]) -> Path:
+             scores: list[float], loss_key: str = "train/loss") -> Path:
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps({"status": "finished", "updates_per_s": 5.0}))
     (folder / "config.yaml").write_text(f"seed: {seed}\nprecision: {precision}\n")
-    rows = [{"step": 10 * (i + 1), "train/loss": v} for i, v in enumerate(losses)]
+    rows = [{"step": 10 * (i + 1), loss_key: v} for i, v in enumerate(losses)]
     rows += [{"step": 10 * (i + 1), "eval/normalized_score": v} for i, v in enumerate(scores)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
@@ -64,3 +64,9 @@ def test_precision_check_names_a_missing_run(tmp_path, monkeypatch) -> None:
                                       "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="nope: not a finished run folder"):
         pc.main()
+
+
+def test_precision_check_reads_cql_critic_loss(tmp_path) -> None:
+    run = pc.read_run(fake_run(tmp_path / "c", 0, "fp32", [4.0, 3.0], [1.0, 2.0],
+                               loss_key="train/critic_loss"))
+    assert run["loss"] == {10: 4.0, 20: 3.0} and run["score"] == {10: 1.0, 20: 2.0}
