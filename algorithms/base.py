@@ -270,7 +270,11 @@ class OfflineAlgorithm:
             self.nets.train()
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw observations (..., *obs_shape) -> normalized, flattened (..., obs_dim)."""
+        """Raw observations (..., *obs_shape) -> normalized, flattened (..., obs_dim).
+
+        The one place observations are flattened, for batches in `update` and the
+        evaluator's (N, *obs_shape) in `act` alike: networks see a multi-dimensional Box
+        (e.g. a (5, 7, 7) grid) as a flat vector (MLPs / linear embeddings; no conv nets)."""
         lead = obs.shape[: obs.ndim - len(self.spaces.obs_shape)]
         return self.normalizer.normalize(obs).reshape(*lead, self.spaces.obs_dim)
 

@@ -38,6 +38,9 @@ class DatasetMeta:
     ref_min_score: float | None = None  # D4RL-style normalization: random policy return
     ref_max_score: float | None = None  # ... and expert return
     extra: dict[str, Any] = field(default_factory=dict)
+    # gym.make kwargs the data was recorded with (a Minari env spec's kwargs, e.g. Key-to-Door's
+    # obs_mode="grid"); the evaluation env is made with them (see `offrl.config.env_kwargs`).
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def _episode_ids(starts: np.ndarray) -> np.ndarray:

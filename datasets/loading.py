@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from offrl.datasets.core import DatasetError, EpisodeDataset
 from offrl.envs.facts import find_env_facts
@@ -18,7 +19,10 @@ def load_dataset(
     discount: float = 1.0, max_episode_steps: int | None = None,
 ) -> EpisodeDataset:
     """Load any supported source. `env_id` names the evaluation env when the source does
-    not (pickles, npz, plain HDF5); it also supplies action spaces and reference scores."""
+    not (pickles, npz, plain HDF5); it also supplies action spaces and reference scores.
+
+    The env kwargs a Minari dataset recorded (`meta.env_kwargs`) are kept when `env_id` is
+    None or the recorded id, and dropped for another id (they belong to the recorded env)."""
     from offrl.datasets import d4rl, minari_io, trajectories
 
     s = str(source)
@@ -48,18 +52,23 @@ def load_dataset(
             raise DatasetError(f"{path}: unknown dataset format '{suffix}'; expected {SOURCE_HELP}")
     if env_id is not None:
         facts = find_env_facts(env_id)
+        if env_id != ds.meta.env_id:
+            ds.meta.env_kwargs = {}
         ds.meta.env_id = env_id
         if facts is not None and ds.meta.ref_min_score is None:
             ds.meta.ref_min_score, ds.meta.ref_max_score = facts.ref_min_score, facts.ref_max_score
     if ds.meta.env_id is not None:
         # An id guessed from a file name may not fit the data: then keep the inferred spaces.
-        apply_env_spaces(ds, ds.meta.env_id, strict=env_id is not None)
+        apply_env_spaces(ds, ds.meta.env_id, strict=env_id is not None,
+                         env_kwargs=ds.meta.env_kwargs)
     return ds
 
 
-def apply_env_spaces(ds: EpisodeDataset, env_id: str, *, strict: bool) -> None:
-    """Take the env's spaces when the data fits them; Discrete actions stored as float
-    (N, 1) become integers. A misfit is an error when the caller named the env."""
+def apply_env_spaces(ds: EpisodeDataset, env_id: str, *, strict: bool,
+                     env_kwargs: dict[str, Any] | None = None) -> None:
+    """Take the spaces of `make_env(env_id, **env_kwargs)` when the data fits them; Discrete
+    actions stored as float (N, 1) become integers. A misfit is an error when the caller
+    named the env."""
     import gymnasium as gym
     import numpy as np
 
@@ -67,14 +76,16 @@ def apply_env_spaces(ds: EpisodeDataset, env_id: str, *, strict: bool) -> None:
 
     src = ds.meta.source
     try:
-        obs_space, act_space = env_spaces(env_id)
-    except gym.error.Error as exc:
+        obs_space, act_space = env_spaces(env_id, env_kwargs)
+    except (gym.error.Error, TypeError, ValueError) as exc:  # TypeError, ValueError: bad kwargs
         if strict:
-            raise DatasetError(f"{src}: cannot make env '{env_id}' ({exc})") from exc
+            raise DatasetError(f"{src}: cannot make env '{env_id}'{_with(env_kwargs)} "
+                               f"({exc})") from exc
         return
     problem = None
     if obs_space.shape != ds.observations.shape[1:]:
-        problem = f"observations have shape {ds.observations.shape[1:]}, {env_id} gives {obs_space}"
+        problem = (f"observations have shape {ds.observations.shape[1:]}, "
+                   f"{env_id}{_with(env_kwargs)} gives {obs_space}")
     elif isinstance(act_space, gym.spaces.Discrete):
         a = ds.actions
         if not ds.discrete and (a.shape[1] != 1 or not np.all(a == np.round(a))):
@@ -92,3 +103,7 @@ def apply_env_spaces(ds: EpisodeDataset, env_id: str, *, strict: bool) -> None:
         ds.actions = ds.actions.reshape(-1).astype(np.int64)
         ds.discrete = True
     ds.observation_space, ds.action_space = obs_space, act_space
+
+
+def _with(env_kwargs: dict[str, Any] | None) -> str:
+    return f" (kwargs {env_kwargs})" if env_kwargs else ""

@@ -1,5 +1,9 @@
 """Minari datasets: `minari:<id>` from the local cache (download optional) or a directory,
-and `write_minari`, which records episodes as a Minari dataset atomically."""
+and `write_minari`, which records episodes as a Minari dataset atomically.
+
+Loading keeps the stored env spec's id and kwargs (`DatasetMeta.env_id`, `.env_kwargs`): a
+dataset recorded with `gym.make(id, **kwargs)` (e.g. Key-to-Door with obs_mode="grid") is
+evaluated in that same env. `write_minari` stores them when given an env instance."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -48,6 +53,20 @@ def _data_dir(source: str | Path, download: bool) -> tuple[Path, str | None]:
                        f"its data/ folder)")
 
 
+def _env_of(spec: object) -> tuple[str | None, dict[str, Any]]:
+    """(env id, gym.make kwargs) of the env spec Minari stored (an EnvSpec, or its JSON).
+
+    All the spec's kwargs are kept, registry defaults included, so the evaluation env is the
+    recorded one even if a registration's defaults change later. `render_mode` is dropped:
+    evaluation does not render, and `record_video` sets its own."""
+    if isinstance(spec, str):  # Minari 0.5 stores the spec as JSON
+        spec = gym.envs.registration.EnvSpec.from_json(spec)
+    env_id = getattr(spec, "id", None)
+    kwargs = dict(getattr(spec, "kwargs", None) or {})
+    kwargs.pop("render_mode", None)
+    return env_id, kwargs
+
+
 def load_minari(
     source: str | Path, *, download: bool = False, discount: float = 1.0
 ) -> EpisodeDataset:
@@ -75,10 +94,7 @@ def load_minari(
             truncated=not bool(ep.terminations[-1]),
         ))
     md = ds.storage.metadata
-    spec = md.get("eval_env_spec") or md.get("env_spec")
-    env_id = getattr(spec, "id", None)
-    if isinstance(spec, str):  # older Minari stores the spec as JSON
-        env_id = gym.envs.registration.EnvSpec.from_json(spec).id
+    env_id, env_kwargs = _env_of(md.get("eval_env_spec") or md.get("env_spec"))
     facts = find_env_facts(env_id)
     meta = DatasetMeta(
         name=dataset_id or md.get("dataset_id", data_dir.parent.name),
@@ -86,6 +102,7 @@ def load_minari(
         ref_min_score=md.get("ref_min_score", facts.ref_min_score if facts else None),
         ref_max_score=md.get("ref_max_score", facts.ref_max_score if facts else None),
         extra={"algorithm_name": md.get("algorithm_name")},
+        env_kwargs=env_kwargs,
     )
     return EpisodeDataset.from_episodes(
         episodes, observation_space=ds.observation_space, action_space=ds.action_space,
@@ -113,6 +130,9 @@ def write_minari(
     description: str | None = None, force: bool = False,
 ) -> Path:
     """Write episodes as Minari dataset `dataset_id` under `root` (default: Minari's cache).
+
+    `env_id`: a gymnasium id, or an env made with kwargs (`make_env(id, obs_mode="grid")`):
+    Minari stores the instance's spec, kwargs included, and `load_minari` restores them.
 
     Built in a temporary directory beside the target and renamed into place, so an
     interrupted write never leaves a half dataset; refuses to overwrite unless `force`.

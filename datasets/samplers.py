@@ -3,6 +3,9 @@
 Both samplers copy the fields they need to `device` once, so sampling on a GPU never crosses
 the host boundary, and draw indices with their own `torch.Generator` (no global RNG). Their
 generator state is part of a checkpoint (`state_dict`), so a resumed run draws the same batches.
+
+Observations keep their shape, (B, *obs_shape) and (B, K, *obs_shape), vector or image alike:
+flattening to obs_dim is the algorithm's (`OfflineAlgorithm.normalize_obs`; see `offrl.types`).
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ class SequenceSampler(_Sampler):
         self.batch_size, self.context = int(batch_size), int(context)
         self.return_scale = float(return_scale)
         d = self.device
-        self._obs = torch.as_tensor(dataset.step_observations, device=d)  # (N, obs)
+        self._obs = torch.as_tensor(dataset.step_observations, device=d)  # (N, *obs_shape)
         self._actions = torch.as_tensor(dataset.actions, device=d)
         self._rewards = torch.as_tensor(dataset.rewards, device=d)
         self._rtg = torch.as_tensor(dataset.returns_to_go / self.return_scale, device=d)
@@ -114,8 +117,9 @@ class SequenceSampler(_Sampler):
         m = mask.to(self._rewards.dtype)
         actions = self._actions[idx]
         actions = actions * (mask if actions.ndim == 2 else m[..., None]).to(actions.dtype)
+        states = self._obs[idx]  # (B, K, *obs_shape)
         return SequenceBatch(
-            states=self._obs[idx] * m[..., None],
+            states=states * m.reshape(*m.shape, *(1,) * (states.ndim - 2)),
             actions=actions,
             rewards=self._rewards[idx] * m,
             returns_to_go=self._rtg[idx] * m,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import gymnasium as gym
 
@@ -22,10 +25,18 @@ def make_env(env_id: str, reward: str = "dense", **kwargs) -> gym.Env:
     return env
 
 
+def env_spaces(
+    env_id: str, env_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+    """(observation_space, action_space) of `make_env(env_id, **env_kwargs)`; builds the env
+    once per (id, kwargs) and caches."""
+    # JSON text as the cache key: kwargs (from a Minari spec) may hold unhashable lists.
+    return _env_spaces(env_id, json.dumps(dict(env_kwargs or {}), sort_keys=True))
+
+
 @lru_cache(maxsize=32)
-def env_spaces(env_id: str) -> tuple[gym.spaces.Space, gym.spaces.Space]:
-    """(observation_space, action_space) of an env id; builds the env once and caches."""
-    env = make_env(env_id)
+def _env_spaces(env_id: str, kwargs_json: str) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+    env = make_env(env_id, **json.loads(kwargs_json))
     try:
         return env.observation_space, env.action_space
     finally:

@@ -253,10 +253,14 @@ def replace(config: RunConfig, **changes: Any) -> RunConfig:
     return dataclasses.replace(config, **changes)
 
 
-def env_kwargs(config: RunConfig) -> dict[str, Any]:
-    """Keyword arguments for `make_env` that the run's config implies (the trainer's and
-    `evaluate_checkpoint`'s eval envs must be built alike)."""
-    return {"reward": "delayed"} if config.reward == "delayed" else {}
+def env_kwargs(config: RunConfig, recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments for the evaluation env's `make_env` (the trainer's and
+    `evaluate_checkpoint`'s eval envs must be built alike): the `gym.make` kwargs the dataset
+    was recorded with (`recorded`, `DatasetMeta.env_kwargs`, e.g. Key-to-Door's
+    obs_mode="grid"), overlaid with those the run's config implies; the config's win where both
+    set a key."""
+    implied = {"reward": "delayed"} if config.reward == "delayed" else {}
+    return {**(recorded or {}), **implied}
 
 
 __all__ = [

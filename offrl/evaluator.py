@@ -121,6 +121,7 @@ class Evaluator:
         if env_threads != 1 and vector != "lockstep":
             raise ValueError(f"env_threads applies to vector='lockstep', not {vector!r}")
         self.env_spec = env
+        self.env_kwargs = dict(env_kwargs or {})
         self.num_envs = int(num_envs)
         self.ref_scores = ref_scores
         self.vector = vector
@@ -135,6 +136,22 @@ class Evaluator:
             self.envs = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
         else:
             self.envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """One env's observation shape: each row of what `policy.act` gets is this."""
+        return tuple(self.envs.single_observation_space.shape)
+
+    def check_observation_shape(self, expected: Sequence[int], what: str) -> None:
+        """Fail before any episode when the envs' observations are not of the shape a policy
+        learned from (`what` names that side: the dataset, a checkpoint)."""
+        if self.observation_shape != tuple(expected):
+            kw = f" with kwargs {self.env_kwargs}" if self.env_kwargs else ""
+            name = self.env_spec if isinstance(self.env_spec, str) else "(factory)"
+            raise ValueError(
+                f"observation shapes differ: {what} has {tuple(expected)}, the evaluation env "
+                f"{name}{kw} gives {self.observation_shape} (check the env id; a dataset's "
+                f"recorded env kwargs, e.g. obs_mode='grid', apply only to its own env id)")
 
     def close(self) -> None:
         self.envs.close()
@@ -249,9 +266,11 @@ def reference_scores(env_id: str | None, dataset_meta: Any = None) -> tuple[floa
 def record_video(
     policy_factory: Callable[[int], Policy], env_id: str, path: str | Path, *,
     seed: int = 0, target_return: float | None = None, fps: int = 30,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> Path | None:
     """Render one episode to `path` (.mp4 or .gif). Returns None, with the reason printed,
-    when imageio or rendering (e.g. MuJoCo without an OpenGL backend) is unavailable."""
+    when imageio or rendering (e.g. MuJoCo without an OpenGL backend) is unavailable.
+    `env_kwargs`: `make_env` kwargs of the evaluation env (as given to `Evaluator`)."""
     try:
         import imageio.v2 as imageio
     except ImportError:
@@ -262,7 +281,7 @@ def record_video(
     try:
         with warnings.catch_warnings():  # gymnasium warns before the env itself refuses
             warnings.simplefilter("ignore", UserWarning)
-            env = make_env(env_id, render_mode="rgb_array")
+            env = make_env(env_id, **{**(env_kwargs or {}), "render_mode": "rgb_array"})
     except Exception as exc:  # rendering backends fail in many ways
         print(f"video skipped: cannot make {env_id} with render_mode='rgb_array' ({exc})")
         return None
@@ -303,8 +322,10 @@ def evaluate_checkpoint(
 ) -> tuple[list[EvalResult], dict[str, Any]]:
     """Evaluate a checkpoint (file or run folder) from the checkpoint alone.
 
-    Defaults come from the run: its env, episode count, target returns and evaluation seeds
-    (so the numbers match the run's own last evaluation for a deterministic policy).
+    Defaults come from the run: its env (id and kwargs: the dataset's recorded env kwargs,
+    under the run config's), episode count, target returns and evaluation seeds (so the
+    numbers match the run's own last evaluation for a deterministic policy). Another
+    `env_id` gets only the config's kwargs; its observations must have the checkpoint's shape.
     `video`: also render the first episode (first target) to this file.
     `config_overrides`: acting-time fields of the algorithm's config to change (e.g.
     {"kv_cache": True} for DT); a field the config lacks is an error.
@@ -336,16 +357,23 @@ def evaluate_checkpoint(
     else:
         targets = tuple(target_returns or payload.get("eval_targets") or (None,))
     n = min(num_envs or config.num_eval_envs, episodes)
-    ref = payload.get("ref_scores") if env == payload.get("env_id") else reference_scores(env)
+    same_env = env == payload.get("env_id")
+    ref = payload.get("ref_scores") if same_env else reference_scores(env)
     seed = config.resolved_eval_seed if seed is None else seed
-    with Evaluator(env, n, async_envs=async_envs, env_kwargs=env_kwargs(config), vector=vector,
+    # The recorded kwargs belong to the run's env; checkpoints older than them have none.
+    kwargs = env_kwargs(config, payload.get("env_kwargs") if same_env else None)
+    with Evaluator(env, n, async_envs=async_envs, env_kwargs=kwargs, vector=vector,
                    ref_scores=tuple(ref) if ref is not None else None) as ev:
+        trained = payload.get("dataset", {}).get("obs_shape")
+        if trained is not None:
+            ev.check_observation_shape(trained, f"checkpoint {ckpt.name} (trained on its dataset)")
         results = ev.evaluate(algorithm.make_policy(n), episodes, target_returns=targets,
                               seed=seed)
     meta = {"checkpoint": str(ckpt), "step": payload["step"], "algo": payload["algo"],
-            "env_id": env, "dataset": payload.get("dataset", {}).get("name"), "video": None}
+            "env_id": env, "env_kwargs": kwargs,
+            "dataset": payload.get("dataset", {}).get("name"), "video": None}
     if video is not None:
         written = record_video(algorithm.make_policy, env, video, seed=seed,
-                               target_return=targets[0])
+                               target_return=targets[0], env_kwargs=kwargs)
         meta["video"] = str(written) if written else None
     return results, meta

@@ -252,6 +252,9 @@ class Trainer:
         if config.reward == "delayed":
             self.dataset = self.dataset.delayed_rewards()
         self.env_id = config.env_id or self.dataset.meta.env_id
+        # gym.make kwargs the data was recorded with (the loader keeps them only for the
+        # recorded env id); `env_kwargs(config, ...)` lays the config's own over them.
+        self.recorded_env_kwargs = dict(self.dataset.meta.env_kwargs)
         if config.num_eval_episodes > 0 and self.env_id is None:
             raise ConfigError(f"dataset '{config.dataset}' does not name its env; pass --env-id "
                               f"(or --num-eval-episodes 0 to train without evaluation)")
@@ -263,9 +266,17 @@ class Trainer:
             try:  # build the envs now: a bad env id fails before any work
                 _ = self.evaluator
             except gym.error.Error as exc:
-                raise ConfigError(f"cannot make evaluation env '{self.env_id}' ({exc}); pass "
-                                  f"--env-id, or --num-eval-episodes 0") from exc
+                kw = (f" with the dataset's recorded kwargs {self.recorded_env_kwargs}"
+                      if self.recorded_env_kwargs else "")
+                raise ConfigError(f"cannot make evaluation env '{self.env_id}'{kw} ({exc}); "
+                                  f"pass --env-id, or --num-eval-episodes 0") from exc
         try:
+            if self._evaluator is not None:  # a wrong eval env fails now, not at the first eval
+                try:
+                    self._evaluator.check_observation_shape(
+                        self.dataset.observations.shape[1:], f"dataset '{config.dataset}'")
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from exc
             self._setup(config, payload, logger)
         except BaseException:
             self.close_envs()
@@ -357,7 +368,8 @@ class Trainer:
             "rng": rng_state(), "step": self.step,
             "trainer": {"best_score": self.best_score, "best_step": self.best_step,
                         "interval": self.interval.state_dict()},
-            "env_id": self.env_id, "eval_targets": list(self.eval_targets),
+            "env_id": self.env_id, "env_kwargs": dict(self.recorded_env_kwargs),
+            "eval_targets": list(self.eval_targets),
             "ref_scores": self.ref_scores,
             "dataset": {"name": ds.meta.name, "source": ds.meta.source,
                         "obs_shape": list(ds.observations.shape[1:]),
@@ -377,9 +389,9 @@ class Trainer:
         if self._evaluator is None:
             assert self.env_id is not None
             n = min(self.config.num_eval_envs, self.config.num_eval_episodes)
-            self._evaluator = Evaluator(self.env_id, n, async_envs=self.config.async_envs,
-                                        ref_scores=self.ref_scores,
-                                        env_kwargs=env_kwargs(self.config))
+            self._evaluator = Evaluator(
+                self.env_id, n, async_envs=self.config.async_envs, ref_scores=self.ref_scores,
+                env_kwargs=env_kwargs(self.config, self.recorded_env_kwargs))
         return self._evaluator
 
     def evaluate(self) -> list[EvalResult]:

@@ -3,6 +3,13 @@
 Shape letters: T episode length, B batch, K context length, N envs.
 Every container checks its shapes at construction; none of them holds logic.
 
+Observations keep the dataset's `obs_shape` in every container: a vector (obs_dim,) or a
+multi-dimensional Box such as Key-to-Door's (5, H, W) grid. Batches carry them raw; the
+algorithms normalize and flatten them to (..., obs_dim) in one place
+(`OfflineAlgorithm.normalize_obs`), which the policies use on the (N, *obs_shape)
+observations the evaluator passes, so training and acting see the same features. The
+networks are MLPs / linear embeddings over that flat vector (no convolutional encoders yet).
+
 Padding convention for sequences (shared by `SequenceSampler` and the DT policy):
 windows are LEFT-padded. The newest real step is always at position K-1; when fewer than
 K steps exist (the start of an episode) the first K-L positions are padding with
@@ -63,15 +70,15 @@ class Episode:
 class TransitionBatch:
     """A batch of (s, a, r, s', terminal) for TD learning and BC."""
 
-    observations: torch.Tensor  # (B, obs_dim) float32
+    observations: torch.Tensor  # (B, *obs_shape) float32, raw (see the module docstring)
     actions: torch.Tensor  # (B, act_dim) float32, or (B,) int64 for discrete actions
     rewards: torch.Tensor  # (B,) float32
-    next_observations: torch.Tensor  # (B, obs_dim) float32
+    next_observations: torch.Tensor  # (B, *obs_shape) float32
     terminals: torch.Tensor  # (B,) float32; 1 only on true terminations, never on time-outs
 
     def __post_init__(self) -> None:
         b = self.observations.shape[0]
-        _check(self.observations.ndim == 2, f"observations must be (B, obs_dim), got "
+        _check(self.observations.ndim >= 2, f"observations must be (B, *obs_shape), got "
                f"{tuple(self.observations.shape)}")
         _check(self.next_observations.shape == self.observations.shape,
                f"next_observations {tuple(self.next_observations.shape)} != observations "
@@ -90,7 +97,7 @@ class TransitionBatch:
 class SequenceBatch:
     """A batch of K-step windows for sequence models (left-padded, see module docstring)."""
 
-    states: torch.Tensor  # (B, K, obs_dim) float32
+    states: torch.Tensor  # (B, K, *obs_shape) float32, raw (see the module docstring)
     actions: torch.Tensor  # (B, K, act_dim) float32, or (B, K) int64 for discrete actions
     rewards: torch.Tensor  # (B, K) float32
     returns_to_go: torch.Tensor  # (B, K) float32, already divided by the return scale
@@ -98,7 +105,7 @@ class SequenceBatch:
     mask: torch.Tensor  # (B, K) bool, True on real steps, False on padding
 
     def __post_init__(self) -> None:
-        _check(self.states.ndim == 3, f"states must be (B, K, obs_dim), got "
+        _check(self.states.ndim >= 3, f"states must be (B, K, *obs_shape), got "
                f"{tuple(self.states.shape)}")
         bk = tuple(self.states.shape[:2])
         for name in ("actions", "rewards", "returns_to_go", "timesteps", "mask"):
