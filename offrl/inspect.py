@@ -247,13 +247,14 @@ def default_targets(dataset: EpisodeDataset, saved: list[float] | None) -> list[
 
 
 def return_conditioning(algo: Any, env_id: str, targets: list[float], episodes: int,
-                        num_envs: int, seed: int) -> list[dict[str, float]]:
+                        num_envs: int, seed: int, env_kwargs: dict[str, Any] | None = None,
+                        ) -> list[dict[str, float]]:
     """Achieved return per target from the vectorized evaluator (same episode seeds for
-    every target)."""
+    every target); `env_kwargs`: the run's recorded env kwargs (e.g. obs_mode='grid')."""
     from offrl.evaluator import Evaluator
 
     n = max(1, min(num_envs, episodes))
-    with Evaluator(env_id, n) as ev:
+    with Evaluator(env_id, n, env_kwargs=env_kwargs) as ev:
         results = ev.evaluate(algo.make_policy(n), episodes, target_returns=targets, seed=seed)
     return [{"target_return": float(r.target_return), "episodes": len(r.returns),
              "returns": r.returns.tolist(), **r.summary()} for r in results]
@@ -365,7 +366,8 @@ def inspect_checkpoint(
         else:
             tgts = list(targets) if targets else default_targets(
                 dataset, payload.get("eval_targets"))
-            rows = return_conditioning(algo, env_id, tgts, eval_episodes, eval_envs, seed)
+            rows = return_conditioning(algo, env_id, tgts, eval_episodes, eval_envs, seed,
+                                       env_kwargs=payload.get("env_kwargs"))
             fig = plots.return_conditioning(rows, dataset.episode_returns,
                                             out / "return_conditioning.png")
             lines += ["## Return conditioning", "",
