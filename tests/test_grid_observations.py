@@ -145,3 +145,19 @@ def test_shaped_observations_learn_exactly_as_flattened(name: str) -> None:
     (m_shaped, a_shaped), (m_flat, a_flat) = runs
     assert m_shaped == m_flat
     assert a_shaped.shape == (3, 2) and np.array_equal(a_shaped, a_flat)
+
+
+def test_collect_with_a_grid_checkpoint_records_grid_episodes(grid_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """`offrl collect env --policy CKPT` on the env the policy was trained for uses the
+    checkpoint's recorded env kwargs (else its first act would get (N, 7) observations)."""
+    from offrl.cli import main
+
+    cfg = RunConfig(algo="bc", dataset=str(grid_dir), total_steps=1, num_eval_episodes=0,
+                    device="cpu", run_dir=str(tmp_path / "run"), algo_config=tiny_config("bc"))
+    Trainer(cfg, progress=False).run()
+    assert main(["collect", "env", "--env-id", ENV_ID, "--policy", str(tmp_path / "run"),
+                 "--episodes", "2", "--dataset-id", "keytodoor/grid-bc-v0",
+                 "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    ds = load_dataset(tmp_path / "m" / "keytodoor" / "grid-bc-v0")
+    assert ds.observations.shape[1:] == GRID and ds.meta.env_kwargs == {"obs_mode": "grid"}

@@ -153,7 +153,7 @@ def env(argv: Sequence[str], prog: str) -> int:
     try:
         if args.policy == "random":
             policy: Any = "random"
-            policy_name, target = "random", None
+            policy_name, target, kwargs = "random", None, None
         else:
             if not Path(args.policy).exists():
                 raise ValueError(f"--policy {args.policy!r}: expected 'random' or an offrl "
@@ -162,6 +162,9 @@ def env(argv: Sequence[str], prog: str) -> int:
                                                              args.device)
             policy_name = str(payload["algo"]).split(":")[-1].lower()
             trained_on = payload.get("env_id")
+            # The env the policy was trained for, with its recorded kwargs (e.g. a grid
+            # Key-to-Door's obs_mode); another env id gets its defaults.
+            kwargs = payload.get("env_kwargs") or None if trained_on == args.env_id else None
             if trained_on and trained_on != args.env_id:
                 print(f"note: the checkpoint was trained for {trained_on}, recording "
                       f"{args.env_id}", file=sys.stderr)
@@ -175,7 +178,7 @@ def env(argv: Sequence[str], prog: str) -> int:
         path, episodes = collect_dataset(
             dataset_id, args.env_id, policy, args.episodes, args.seed, root=root,
             force=args.force, action_noise=args.noise, num_envs=args.num_envs,
-            target_return=target, algorithm_name=policy_name,
+            env_kwargs=kwargs, target_return=target, algorithm_name=policy_name,
             description=(f"{args.env_id} episodes of policy {args.policy} (noise {args.noise:g},"
                          f" seed {args.seed}), recorded by offrl collect"),
             progress=args.progress, on_episode=tally)
