@@ -1,4 +1,4 @@
-"""Peer check: d3rlpy 2.8.1 BC / CQL vs offrl's on the hopper datasets, one evaluation protocol.
+"""Peer check: d3rlpy 2.8.1 BC / CQL / DT vs offrl's on the hopper datasets, one protocol.
 
 For every dataset and seed: export the offrl dataset to a D4RL-layout HDF5 file
 (`benchmarks/peers/export_d4rl.py`), train d3rlpy's `--algo` for `--steps` gradient steps in the
@@ -105,14 +105,39 @@ def action_mse(act: Any, obs: np.ndarray, actions: np.ndarray, chunk: int = 10_0
     return err / actions.size
 
 
-def d3rlpy_kwargs(algo: PeerAlgo, offrl_config: dict[str, Any], act_dim: int
+def d3rlpy_kwargs(algo: PeerAlgo, offrl_config: dict[str, Any], env_id: str
                   ) -> dict[str, Any] | None:
-    """d3rlpy arguments mapped from offrl's config (CQL); None: d3rlpy_train.py's own (BC)."""
-    if algo.name != "cql":
-        return None
-    from benchmarks.peers.d3rlpy_config import cql_kwargs
+    """d3rlpy arguments mapped from offrl's config (CQL, DT); None: d3rlpy_train.py's own
+    (BC, kept as the original peer check ran it)."""
+    from benchmarks.peers.d3rlpy_config import cql_kwargs, dt_kwargs
+    from offrl.envs import env_spaces
+    from offrl.envs.facts import find_env_facts
 
-    return cql_kwargs(offrl_config["algo_config"], act_dim)
+    if algo.name == "cql":
+        return cql_kwargs(offrl_config["algo_config"],
+                          int(np.prod(env_spaces(env_id)[1].shape)))
+    if algo.name == "dt":
+        facts = find_env_facts(env_id)
+        if facts is None:
+            raise SystemExit(f"{env_id}: not in envs/facts.py (DT needs its return scale)")
+        # offrl's max_timestep None = max(longest episode, time limit): the time limit bounds
+        # the episodes of the generated MuJoCo datasets.
+        return dt_kwargs(offrl_config["algo_config"], facts.return_scale,
+                         facts.max_episode_steps)
+    return None
+
+
+def dt_targets(offrl_config: dict[str, Any], env_id: str) -> list[float]:
+    """The target returns the suite evaluates DT at (config, else the env table's)."""
+    from offrl.envs.facts import find_env_facts
+
+    targets = offrl_config.get("target_returns")
+    if not targets:
+        facts = find_env_facts(env_id)
+        targets = list(facts.target_returns) if facts else []
+    if not targets:
+        raise SystemExit(f"{env_id}: no DT target returns (config or envs/facts.py)")
+    return [float(t) for t in targets]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -167,11 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     precision = args.offrl_precision if args.offrl_precision != config_precision else None
     if not args.no_train:
         python_ok(args.d3rlpy_python)
-    from offrl.envs import env_spaces
-
-    act_dim = int(np.prod(env_spaces(args.env_id)[1].shape))
-    kwargs = d3rlpy_kwargs(algo, offrl_config, act_dim)
+    kwargs = d3rlpy_kwargs(algo, offrl_config, args.env_id)
     protocol = protocol_of(args)
+    if algo.sequence:
+        protocol["targets"] = dt_targets(offrl_config, args.env_id)
     argv = sys.argv[1:] if argv is None else argv
     commands = [shlex.join([".venv/bin/python", "experiments/peer_check.py", *argv])]
     datasets = []
@@ -181,17 +205,19 @@ def main(argv: list[str] | None = None) -> None:
         runs = d3rlpy_runs(algo, name, source, data, kwargs, protocol, args)
         off = offrl_side(algo, level, args, precision)
         if runs or off:
-            obs, acts = action_mse_sample(source, args.env_id)
-            for r in runs:
-                r["action_mse"] = action_mse(d3rlpy_act(Path(r["run_dir"])), obs, acts)
-            for r in off:
-                r["action_mse"] = action_mse(offrl_act(Path(r["run_dir"])), obs, acts)
+            if not algo.sequence:  # a DT action needs a history: no single-step MSE
+                obs, acts = action_mse_sample(source, args.env_id)
+                for r in runs:
+                    r["action_mse"] = action_mse(d3rlpy_act(Path(r["run_dir"])), obs, acts)
+                for r in off:
+                    r["action_mse"] = action_mse(offrl_act(Path(r["run_dir"])), obs, acts)
             if args.long_episodes:
                 long = {**protocol, "episodes": args.long_episodes}
                 for r in runs:
                     r["normalized_score_long"] = evaluate(
                         Path(r["run_dir"]), source, long,
-                        f"offrl_eval_{args.long_episodes}.json")["normalized_score"]
+                        f"offrl_eval_{args.long_episodes}.json",
+                        args.d3rlpy_python)["normalized_score"]
                 for r in off:
                     r["normalized_score_long"] = long_eval_offrl(
                         Path(r["run_dir"]), args.long_episodes, args)
@@ -208,13 +234,14 @@ def main(argv: list[str] | None = None) -> None:
         "format": "offrl-peer-check/1", "algo": algo.name, "steps": args.steps,
         "threads": args.threads, "protocol": protocol, "long_episodes": args.long_episodes,
         "commands": commands, "versions": versions, "datasets": datasets}
-    if kwargs is not None:  # CQL: what d3rlpy got, at which precision offrl ran, what differs
-        from benchmarks.peers.d3rlpy_config import remaining_differences
+    if kwargs is not None:  # CQL, DT: d3rlpy's arguments, offrl's precision, what differs
+        from benchmarks.peers.d3rlpy_config import dt_differences, remaining_differences
 
         report["offrl_precision"] = precision or config_precision
         report["d3rlpy_kwargs"] = kwargs
-        report["differences"] = remaining_differences(offrl_config["algo_config"],
-                                                      precision or config_precision)
+        report["differences"] = (
+            dt_differences(precision or config_precision) if algo.sequence else
+            remaining_differences(offrl_config["algo_config"], precision or config_precision))
     write_report(report, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 

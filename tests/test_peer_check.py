@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.peers.d3rlpy_config import cql_kwargs, remaining_differences
-from experiments.peer.algos import BC, CQL
+from benchmarks.peers.d3rlpy_config import cql_kwargs, dt_kwargs, remaining_differences
+from experiments.peer.algos import BC, CQL, DT
 from experiments.peer.d3rlpy_side import needs_training, train_command
 from experiments.peer.offrl_side import offrl_command, offrl_side
 from experiments.peer.report import dataset_entry, markdown
@@ -22,6 +22,7 @@ from experiments.peer.report import dataset_entry, markdown
 REPO = Path(__file__).resolve().parents[1]
 D3RLPY_PYTHON = REPO / ".venv-d3rlpy" / "bin" / "python"
 CQL_CONFIG = yaml.safe_load((REPO / "experiments/configs/mujoco-cpu-cql.yaml").read_text())
+DT_CONFIG = yaml.safe_load((REPO / "experiments/configs/mujoco-cpu-dt.yaml").read_text())
 
 
 def test_cql_mapping_matches_the_suite_config() -> None:
@@ -39,6 +40,24 @@ def test_cql_mapping_matches_the_suite_config() -> None:
     lag = cql_kwargs({**CQL_CONFIG["algo_config"], "lagrange": True, "backup_entropy": True}, 3)
     assert (lag["conservative_weight"], lag["initial_alpha"], lag["alpha_threshold"],
             lag["alpha_learning_rate"], lag["soft_q_backup"]) == (1.0, 5.0, 10.0, 3e-4, True)
+
+
+def test_dt_mapping_matches_the_suite_config() -> None:
+    k = dt_kwargs(DT_CONFIG["algo_config"], return_scale=1000.0, max_timestep=1000)
+    assert k == {
+        "batch_size": 64, "context_size": 20, "embed_dim": 128, "num_layers": 3,
+        "num_heads": 1, "attn_dropout": 0.1, "resid_dropout": 0.1, "embed_dropout": 0.1,
+        "activation_type": "relu", "learning_rate": 1e-4, "weight_decay": 1e-4,
+        "warmup_steps": 500, "clip_grad_norm": 0.25, "reward_scale": 0.001,
+        "max_timestep": 1000,
+    }
+    own = dt_kwargs({**DT_CONFIG["algo_config"], "return_scale": 500.0, "max_timestep": 50},
+                    1000.0, 1000)
+    assert (own["reward_scale"], own["max_timestep"]) == (0.002, 50)  # the config's own wins
+    with pytest.raises(ValueError, match=r"no d3rlpy mapping: \['extra'\]"):
+        dt_kwargs({**DT_CONFIG["algo_config"], "extra": 1}, 1000.0, 1000)
+    assert DT.stats == ("normalized_score", "return_mean", "train_loss_second_half",
+                        "normalized_score_long")  # no single-step action MSE for DT
 
 
 @pytest.mark.parametrize(("change", "match"), [
@@ -170,6 +189,12 @@ def test_report_tables(tmp_path: Path) -> None:
     assert "| dataset | d3rlpy TD loss | offrl TD loss | d3rlpy CQL gap |" in md
     assert "| hopper-medium | 1 | 20.0 | 100 | - | - | - |" in md  # d3rlpy only
     assert "- TD target action: differs." in md
+    dt_run = {**d3rlpy_row(0, 10.0), "normalized_score_by_target": {"3600": 10.0, "1800": 8.0}}
+    dt_entry = dataset_entry(DT, "hopper-medium", "src", tmp_path / "x.hdf5", [dt_run], [])
+    dt = markdown({**report, "algo": "dt", "datasets": [dt_entry],
+                   "protocol": {**report["protocol"], "targets": [3600.0, 1800.0]}})
+    assert "| hopper-medium | 1800 | 8.0 ± 0.0 (n=1) | not run yet |" in dt
+    assert "| dataset | d3rlpy loss | offrl loss |\n" in dt  # no action MSE columns
     bc_entry = dataset_entry(BC, "hopper-medium", "src", tmp_path / "x.hdf5", [], [])
     bc = markdown({**report, "algo": "bc", "datasets": [bc_entry], "differences": None})
     assert "| dataset | d3rlpy loss | offrl loss | d3rlpy action MSE | offrl action MSE |" in bc
@@ -209,3 +234,34 @@ def test_d3rlpy_cql_smoke_run_scored_by_offrl(tmp_path: Path) -> None:
     res = evaluate(run, str(data), protocol)
     assert len(res["returns"]) == 2 and np.isfinite(res["normalized_score"])
     assert evaluate(run, str(data), protocol)["eval_s"] == res["eval_s"]  # cached
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not D3RLPY_PYTHON.exists(), reason="no .venv-d3rlpy (make venv-d3rlpy)")
+def test_d3rlpy_dt_smoke_run_scored_through_its_stateful_wrapper(tmp_path: Path) -> None:
+    """d3rlpy_train.py trains a tiny mapped DT; offrl's evaluator scores it at two targets
+    with every action from d3rlpy's StatefulTransformerWrapper (d3rlpy_dt_actor.py)."""
+    from benchmarks.peers.export_d4rl import export_d4rl
+    from experiments.peer.d3rlpy_side import evaluate
+    from offrl.datasets import EpisodeDataset
+    from tests.data_helpers import random_episodes
+
+    rng = np.random.default_rng(1)
+    ds = EpisodeDataset.from_episodes(
+        random_episodes(rng, [40, 30, 50], [True, False, True], obs_dim=11, act_dim=3))
+    data = export_d4rl(ds, tmp_path / "tiny.hdf5")
+    small = {**DT_CONFIG["algo_config"], "embed_dim": 16, "num_layers": 1, "context": 4,
+             "batch_size": 4, "warmup_steps": 2}
+    (tmp_path / "dt.json").write_text(json.dumps(dt_kwargs(small, 1000.0, 1000)))
+    run = tmp_path / "run"
+    cmd = train_command(DT, D3RLPY_PYTHON, data, 4, 0, 1, run, tmp_path / "dt.json")
+    cmd[cmd.index("--steps-per-epoch") + 1] = "2"
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (run / "model.d3").is_file() and not (run / "policy.pt").exists()
+    assert np.isfinite(DT.d3rlpy_diag(run, 4)["train_loss_second_half"])
+    protocol = {"env_id": "Hopper-v5", "episodes": 2, "num_envs": 2, "eval_seed": 7,
+                "targets": [3600.0, 1800.0]}
+    res = evaluate(run, str(data), protocol, d3rlpy_python=D3RLPY_PYTHON)
+    assert list(res["by_target"]) == ["3600", "1800"] and len(res["returns"]) == 2
+    assert res["normalized_score"] == res["by_target"]["3600"]["normalized_score"]

@@ -1,4 +1,5 @@
-"""offrl CQL config -> d3rlpy 2.8.1 `CQLConfig` arguments, as plain JSON-able values.
+"""offrl CQL / DT configs -> d3rlpy 2.8.1 `CQLConfig` / `DecisionTransformerConfig` arguments,
+as plain JSON-able values.
 
 Pure Python (imports neither offrl nor d3rlpy): `experiments/peer_check.py` computes the mapping
 in offrl's venv from the config the hopper study ran, and `d3rlpy_train.py --config-json`
@@ -24,6 +25,16 @@ What maps exactly (offrl key -> d3rlpy argument):
 What cannot map (raises `ValueError`): cql_temperature != 1 (d3rlpy's logsumexp has no
 temperature), a target_entropy other than -|A|, any key this module does not know (a new offrl
 knob must not be dropped silently). `remaining_differences` lists what still differs.
+
+DT (`dt_kwargs`): batch_size, context -> context_size, embed_dim -> a linear state encoder of
+that width (VectorEncoderFactory([embed_dim], exclude_last_activation=True)), num_layers,
+num_heads, dropout -> embed / attention / residual dropout, activation -> activation_type,
+learning_rate, weight_decay -> GPTAdamWFactory (decay on linear weights only, offrl's rule),
+warmup_steps -> WarmupSchedulerFactory (lr * min((t + 1) / W, 1), offrl's schedule),
+grad_clip -> clip_grad_norm, return scale -> MultiplyRewardScaler(1 / scale) (returns-to-go
+divided by the scale), max_timestep, the timestep embedding (SIMPLE position encoding),
+standardized observations. kv_cache and act_precision only change offrl's acting: d3rlpy's
+stateful wrapper recomputes the full window in fp32, which equals offrl's default acting.
 """
 
 from __future__ import annotations
@@ -117,6 +128,80 @@ def remaining_differences(algo_config: Mapping[str, Any], precision: str) -> lis
         notes.append("Lagrange: d3rlpy steps its weight first and weights the critic loss with "
                      "the stepped value; offrl weights it with the pre-step value.")
     return notes
+
+
+DT_KEYS = frozenset({
+    "batch_size", "context", "embed_dim", "num_layers", "num_heads", "dropout",
+    "learning_rate", "weight_decay", "warmup_steps", "grad_clip", "activation", "return_scale",
+    "target_return", "kv_cache", "act_precision", "max_timestep",
+})
+
+
+def dt_kwargs(algo_config: Mapping[str, Any], return_scale: float, max_timestep: int
+              ) -> dict[str, Any]:
+    """d3rlpy `DecisionTransformerConfig` arguments for offrl's (Box-action) DT `algo_config`;
+    `return_scale` / `max_timestep` are offrl's resolved values where the config says None."""
+    c = dict(algo_config)
+    unknown = sorted(set(c) - DT_KEYS)
+    if unknown:
+        raise ValueError(f"offrl DT config keys with no d3rlpy mapping: {unknown} "
+                         f"(update benchmarks/peers/d3rlpy_config.py)")
+    if c.get("activation", "relu") not in ("relu", "gelu"):
+        raise ValueError(f"DT activation {c['activation']!r}: expected relu or gelu")
+    scale = float(c["return_scale"] if c.get("return_scale") is not None else return_scale)
+    steps = int(c["max_timestep"] if c.get("max_timestep") is not None else max_timestep)
+    dropout = float(c["dropout"])
+    return {
+        "batch_size": int(c["batch_size"]), "context_size": int(c["context"]),
+        "embed_dim": int(c["embed_dim"]), "num_layers": int(c["num_layers"]),
+        "num_heads": int(c["num_heads"]), "attn_dropout": dropout,
+        "resid_dropout": dropout, "embed_dropout": dropout,
+        "activation_type": c.get("activation", "relu"),
+        "learning_rate": float(c["learning_rate"]), "weight_decay": float(c["weight_decay"]),
+        "warmup_steps": int(c["warmup_steps"]), "clip_grad_norm": float(c["grad_clip"]),
+        "reward_scale": 1.0 / scale, "max_timestep": steps,
+    }
+
+
+def dt_differences(precision: str) -> list[str]:
+    """What still differs between offrl's DT and d3rlpy's under `dt_kwargs`."""
+    notes = [
+        "Windows: both take the K-step window ending at a uniformly drawn step (left-padded "
+        "at episode starts); d3rlpy never draws the last step of a time-out episode.",
+        "Padding: d3rlpy pads short windows with zeros and masks them; offrl pads with zeros "
+        "after normalization and masks padded keys (same effect on real tokens).",
+        "Initialization: offrl applies GPT-2 init to the transformer blocks only, embeddings "
+        "keep torch's; d3rlpy uses its own GPT-2 init.",
+        "Timesteps: d3rlpy counts from 1, offrl from 0 (one embedding row apart).",
+        "Dropout: offrl's own dropout kernel (same distribution, different random stream).",
+        "Acting: d3rlpy's StatefulTransformerWrapper, one env at a time, served to offrl's "
+        "evaluator by benchmarks/peers/d3rlpy_dt_actor.py (same envs and seeds).",
+        "Random streams differ: only the seed distributions are comparable.",
+    ]
+    if precision != "fp32":
+        notes.append(f"Precision: offrl trained under {precision} autocast; d3rlpy fp32 (use "
+                     f"--offrl-precision fp32).")
+    return notes
+
+
+def build_d3rlpy_dt_config(kwargs: Mapping[str, Any]) -> Any:
+    """d3rlpy `DecisionTransformerConfig` from `dt_kwargs` output (inside the d3rlpy venv)."""
+    import d3rlpy
+    from d3rlpy.models import VectorEncoderFactory
+    from d3rlpy.preprocessing import MultiplyRewardScaler, StandardObservationScaler
+
+    k = dict(kwargs)
+    optim = d3rlpy.optimizers.GPTAdamWFactory(
+        weight_decay=k.pop("weight_decay"), clip_grad_norm=k.pop("clip_grad_norm"),
+        lr_scheduler_factory=d3rlpy.optimizers.WarmupSchedulerFactory(
+            warmup_steps=k.pop("warmup_steps")))
+    encoder = VectorEncoderFactory(hidden_units=[k.pop("embed_dim")],
+                                   exclude_last_activation=True)
+    return d3rlpy.algos.DecisionTransformerConfig(
+        encoder_factory=encoder, optim_factory=optim,
+        position_encoding_type=d3rlpy.PositionEncodingType.SIMPLE,
+        observation_scaler=StandardObservationScaler(),
+        reward_scaler=MultiplyRewardScaler(k.pop("reward_scale")), **k)
 
 
 def build_d3rlpy_config(kwargs: Mapping[str, Any]) -> Any:

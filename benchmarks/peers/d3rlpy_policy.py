@@ -1,6 +1,9 @@
 """Score a d3rlpy policy (from d3rlpy_train.py) with offrl's evaluator: the same envs, episode
 seeds, quotas and normalized scores as an offrl run.
 
+`D3rlpyDTPolicy` does the same for a d3rlpy Decision Transformer, through d3rlpy's stateful
+wrapper in the d3rlpy venv (`d3rlpy_dt_actor.py`).
+
 `D3rlpyPolicy` implements offrl's `Policy` protocol over d3rlpy's TorchScript export
 (`save_policy`): observation in env units (the export applies d3rlpy's observation scaler),
 greedy action out. It is stateless and batched over the N envs; targets and rewards are
@@ -55,6 +58,76 @@ class D3rlpyPolicy:
             raise ValueError(f"act: expected {self.num_envs} observations, got {x.shape[0]}")
         action = self.module(x).numpy()  # (N, A) env units
         return np.clip(action, self.low, self.high).astype(np.float32)
+
+
+class D3rlpyDTPolicy:
+    """offrl `Policy` over a trained d3rlpy Decision Transformer (d3rlpy_train.py's model.d3),
+    acting through d3rlpy's `StatefulTransformerWrapper` in a `d3rlpy_dt_actor.py` process
+    (d3rlpy lives in its own venv). Return-conditioned: `reset` passes the target; the
+    wrapper subtracts every reward it is given. Close it (or use it as a context manager)."""
+
+    def __init__(self, model: str | Path, num_envs: int, action_low: np.ndarray,
+                 action_high: np.ndarray, python: str | Path, threads: int = 1) -> None:
+        import subprocess
+
+        model = Path(model)
+        if not model.is_file():
+            raise FileNotFoundError(f"d3rlpy model '{model}' not found (d3rlpy_train.py "
+                                    f"writes <out>/model.d3)")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        self.low = np.asarray(action_low, np.float32)
+        self.high = np.asarray(action_high, np.float32)
+        script = Path(__file__).resolve().with_name("d3rlpy_dt_actor.py")
+        self.log_path = model.with_name("dt_actor.log")  # d3rlpy's output and any traceback
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [str(python), str(script), "--model", str(model), "--envs", str(num_envs),
+                 "--threads", str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, text=True)
+        self.info = self._call(None)
+
+    def _call(self, message: dict | None) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if message is not None:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = self.log_path.read_text()[-2000:]
+            raise RuntimeError(f"d3rlpy_dt_actor exited ({self.proc.wait()}); "
+                               f"{self.log_path}:\n{tail}")
+        return json.loads(line)
+
+    def reset(self, env_mask: np.ndarray, target_return: float | None = None) -> None:
+        mask = np.asarray(env_mask)
+        if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+            raise ValueError(f"reset: env_mask must be a ({self.num_envs},) bool array, got "
+                             f"shape {mask.shape} dtype {mask.dtype}")
+        if target_return is None:
+            raise ValueError("D3rlpyDTPolicy needs a target return (evaluate with targets)")
+        self._call({"cmd": "reset", "mask": mask.tolist(), "target": float(target_return)})
+
+    def act(self, obs: np.ndarray, last_reward: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float64)  # (N, obs_dim); float64 survives JSON exactly
+        if obs.shape[0] != self.num_envs:
+            raise ValueError(f"act: expected {self.num_envs} observations, got {obs.shape[0]}")
+        reply = self._call({"cmd": "act", "obs": obs.tolist(),
+                            "reward": np.asarray(last_reward, np.float64).tolist()})
+        return np.clip(np.asarray(reply["actions"], np.float32), self.low, self.high)
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+    def __enter__(self) -> D3rlpyDTPolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def main() -> None:

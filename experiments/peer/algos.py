@@ -33,6 +33,9 @@ class PeerAlgo:
     """(offrl metrics.jsonl rows, steps) -> diagnostics."""
     steps_per_epoch: int | None
     """d3rlpy's log interval (None: d3rlpy_train.py's original min(steps, 10k))."""
+    sequence: bool = False
+    """Return-conditioned sequence model (DT): scored at the env's target returns through
+    d3rlpy's stateful wrapper; no single-step action MSE (it needs a history)."""
 
     @property
     def offrl_config(self) -> Path:
@@ -42,7 +45,8 @@ class PeerAlgo:
     @property
     def stats(self) -> tuple[str, ...]:
         """Every per-run value that gets a mean +- std over seeds in the report."""
-        return (*SCORES, *self.diagnostics, "action_mse", "normalized_score_long")
+        mse = () if self.sequence else ("action_mse",)
+        return (*SCORES, *self.diagnostics, *mse, "normalized_score_long")
 
 
 def load_offrl_config(algo: PeerAlgo, root: Path = ROOT) -> dict[str, Any]:
@@ -133,4 +137,19 @@ CQL = PeerAlgo(
         "(greedy) policy on a fixed 100k-step sample of the dataset (env units):"),
     d3rlpy_diag=_cql_d3rlpy, offrl_diag=_cql_offrl, steps_per_epoch=1000)
 
-ALGOS: dict[str, PeerAlgo] = {a.name: a for a in (BC, CQL)}
+
+# ---- DT ----
+
+def _dt_d3rlpy(run_dir: Path, steps: int) -> dict[str, float | None]:
+    return {"train_loss_second_half": second_half(d3rlpy_curve(run_dir, "loss"), steps)}
+
+
+DT = PeerAlgo(
+    name="dt", label="DT", diagnostics=("train_loss_second_half",),
+    diagnostics_text=(
+        "Training loss (mean over seeds; MSE of the predicted actions over real steps, "
+        "[-1, 1] units; both libraries log means over 1000-step intervals) averaged over the "
+        "second half of the run:"),
+    d3rlpy_diag=_dt_d3rlpy, offrl_diag=_bc_offrl, steps_per_epoch=1000, sequence=True)
+
+ALGOS: dict[str, PeerAlgo] = {a.name: a for a in (BC, CQL, DT)}

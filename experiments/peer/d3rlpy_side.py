@@ -68,9 +68,12 @@ def needs_training(run_dir: Path, steps: int, kwargs: dict[str, Any] | None) -> 
 
 
 def evaluate(run_dir: Path, source: str, protocol: dict[str, Any],
-             name: str = "offrl_eval.json") -> dict[str, Any]:
+             name: str = "offrl_eval.json", d3rlpy_python: Path | None = None
+             ) -> dict[str, Any]:
     """Score d3rlpy's policy.pt with offrl's evaluator (cached in run_dir/name, reused only
-    for the same protocol)."""
+    for the same protocol). With `protocol["targets"]` (DT): model.d3 acting through d3rlpy's
+    stateful wrapper in `d3rlpy_python`, once per target on the same episode seeds; the top
+    level holds the first target's results, `by_target` every target's summary."""
     out = run_dir / name
     if out.is_file():
         cached = json.loads(out.read_text())
@@ -78,7 +81,7 @@ def evaluate(run_dir: Path, source: str, protocol: dict[str, Any],
             return cached
     import torch
 
-    from benchmarks.peers.d3rlpy_policy import D3rlpyPolicy
+    from benchmarks.peers.d3rlpy_policy import D3rlpyDTPolicy, D3rlpyPolicy
     from offrl.datasets import load_dataset
     from offrl.envs import env_spaces
     from offrl.evaluator import Evaluator, reference_scores
@@ -89,12 +92,25 @@ def evaluate(run_dir: Path, source: str, protocol: dict[str, Any],
     ref = reference_scores(env_id, load_dataset(source, env_id=env_id).meta)
     _, act_space = env_spaces(env_id)
     n = min(protocol["num_envs"], protocol["episodes"])
-    policy = D3rlpyPolicy(run_dir / "policy.pt", n, act_space.low, act_space.high)
+    targets = protocol.get("targets") or [None]
     t0 = time.perf_counter()
     with Evaluator(env_id, n, ref_scores=ref) as ev:
-        (res,) = ev.evaluate(policy, protocol["episodes"], seed=protocol["eval_seed"])
+        if protocol.get("targets"):
+            if d3rlpy_python is None:
+                raise ValueError("evaluating a d3rlpy DT needs d3rlpy_python")
+            with D3rlpyDTPolicy(run_dir / "model.d3", n, act_space.low, act_space.high,
+                                d3rlpy_python) as policy:
+                results = ev.evaluate(policy, protocol["episodes"], target_returns=targets,
+                                      seed=protocol["eval_seed"])
+        else:
+            policy = D3rlpyPolicy(run_dir / "policy.pt", n, act_space.low, act_space.high)
+            results = ev.evaluate(policy, protocol["episodes"], seed=protocol["eval_seed"])
+    res = results[0]
+    by_target = ({"by_target": {f"{t:g}": r.summary() for t, r in zip(targets, results,
+                                                                      strict=True)}}
+                 if protocol.get("targets") else {})
     result = {"protocol": protocol, "ref_scores": list(ref) if ref else None,
-              "eval_s": time.perf_counter() - t0, **res.summary(),
+              "eval_s": time.perf_counter() - t0, **res.summary(), **by_target,
               "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
               "normalized_scores": (res.normalized_scores.tolist()
                                     if res.normalized_scores is not None else None)}
@@ -138,7 +154,7 @@ def d3rlpy_runs(algo: PeerAlgo, name: str, source: str, data: Path,
             run_logged(cmd, run_dir / "train.log")
         if args.no_train and not (run_dir / "offrl_eval.json").is_file():
             continue
-        ev = evaluate(run_dir, source, protocol)
+        ev = evaluate(run_dir, source, protocol, d3rlpy_python=args.d3rlpy_python)
         meta = json.loads((run_dir / "peer.json").read_text())
         print(f"  {name} seed {seed}: normalized {ev['normalized_score']:.1f}, return "
               f"{ev['return_mean']:.0f}, train {meta['wall_time_s']:.0f} s", flush=True)
@@ -147,6 +163,9 @@ def d3rlpy_runs(algo: PeerAlgo, name: str, source: str, data: Path,
                      "return_mean": ev["return_mean"], "return_std": ev["return_std"],
                      "normalized_score": ev["normalized_score"],
                      **algo.d3rlpy_diag(run_dir, meta["steps"]),
+                     **({"normalized_score_by_target": {
+                         t: r["normalized_score"] for t, r in ev["by_target"].items()}}
+                        if "by_target" in ev else {}),
                      "returns": ev["returns"], "lengths": ev["lengths"],
                      "d3rlpy_config": meta["config"]})
     return runs

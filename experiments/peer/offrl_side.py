@@ -60,7 +60,16 @@ def read_offrl_run(summary: Path, source: str, algo: PeerAlgo) -> dict[str, Any]
             "normalized_score": final.get("eval/normalized_score"),
             "best_score": s.get("best_score"), "wall_time_s": s.get("wall_time_s"),
             "train_time_s": s.get("train_time_s"),
-            "updates_per_s": s.get("updates_per_s")}
+            "updates_per_s": s.get("updates_per_s"),
+            **per_target(final, s.get("eval_targets"))}
+
+
+def per_target(final: dict[str, Any], targets: list | None) -> dict[str, Any]:
+    """DT runs: the final normalized score at each target return (the headline is the first)."""
+    if not targets or targets == [None]:
+        return {}
+    return {"normalized_score_by_target": {
+        f"{t:g}": final.get(f"eval/{t:g}/normalized_score") for t in targets}}
 
 
 def own_run_dir(algo: PeerAlgo, name: str, seed: int, work: Path,
@@ -141,8 +150,9 @@ def long_eval_offrl(run_dir: Path, episodes: int, args: Any) -> float:
         stored = json.loads(cache.read_text())
         if stored["key"] == key:
             return stored["normalized_score"]
-    (res,), _ = evaluate_checkpoint(run_dir, num_episodes=episodes, num_envs=args.envs,
-                                    seed=args.eval_seed)
+    results, _ = evaluate_checkpoint(run_dir, num_episodes=episodes, num_envs=args.envs,
+                                     seed=args.eval_seed)
+    res = results[0]  # DT: the first of the run's targets, as its headline score
     score = res.summary()["normalized_score"]
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"key": key, "normalized_score": score,

@@ -42,8 +42,9 @@ def _diag_header(algo: PeerAlgo) -> tuple[list[str], list[str]]:
         return (["d3rlpy loss", "offrl loss", "d3rlpy action MSE", "offrl action MSE"],
                 ["train_loss_second_half", "action_mse"])
     titles = {"td_loss_second_half": "TD loss", "cql_gap_second_half": "CQL gap",
-              "sac_alpha_last": "SAC alpha", "action_mse": "action MSE"}
-    keys = [*algo.diagnostics, "action_mse"]
+              "sac_alpha_last": "SAC alpha", "action_mse": "action MSE",
+              "train_loss_second_half": "loss"}
+    keys = [*algo.diagnostics, *(() if algo.sequence else ("action_mse",))]
     return [f"{side} {titles.get(k, k)}" for k in keys for side in ("d3rlpy", "offrl")], keys
 
 
@@ -75,6 +76,16 @@ def markdown(report: dict[str, Any]) -> str:
     for d in report["datasets"]:
         lines.append(f"| {d['name']} | {fmt(d['d3rlpy']['normalized_score_long'])} | "
                      f"{fmt(d['offrl']['normalized_score_long'])} |")
+    if algo.sequence:  # every target return the suite evaluates at (the headline: the first)
+        targets = [f"{t:g}" for t in p["targets"]]
+        lines += ["", "Final normalized score at each target return (the tables above use "
+                  f"the first, {targets[0]}, as the study does):", "",
+                  "| dataset | target | d3rlpy | offrl |", "|---|---|---|---|"]
+        for d in report["datasets"]:
+            for t in targets:
+                cells = [fmt(stats([r.get("normalized_score_by_target", {}).get(t)
+                                    for r in d[side]["runs"]])) for side in ("d3rlpy", "offrl")]
+                lines.append(f"| {d['name']} | {t} | " + " | ".join(cells) + " |")
     titles, keys = _diag_header(algo)
     lines += ["", algo.diagnostics_text, "",
               "| dataset | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
