@@ -276,6 +276,7 @@ def inspect_checkpoint(
     `eval_episodes=0` skips the return-conditioning sweep (no env needed)."""
     from offrl import inspect_plots as plots
     from offrl.checkpoint import load_checkpoint, resolve_checkpoint, restore_algorithm
+    from offrl.config import RunConfig, env_kwargs
     from offrl.datasets import load_dataset
 
     ckpt = resolve_checkpoint(checkpoint)
@@ -283,6 +284,13 @@ def inspect_checkpoint(
     algo = restore_algorithm(payload, device, ckpt)
     env_id = payload.get("env_id")
     dataset = load_dataset(dataset_source, env_id=env_id)
+    # The run's reward setting applies to what it was trained on and evaluated in: a
+    # delayed-reward run sees delayed returns-to-go in the data and in the eval env.
+    reward = (payload.get("run_config") or {}).get("reward", "dense")
+    if reward == "delayed":
+        dataset = dataset.delayed_rewards()
+    kwargs = env_kwargs(RunConfig(algo=str(payload["algo"]), reward=reward),
+                        payload.get("env_kwargs"))
     check_compatible(algo, dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -367,7 +375,7 @@ def inspect_checkpoint(
             tgts = list(targets) if targets else default_targets(
                 dataset, payload.get("eval_targets"))
             rows = return_conditioning(algo, env_id, tgts, eval_episodes, eval_envs, seed,
-                                       env_kwargs=payload.get("env_kwargs"))
+                                       env_kwargs=kwargs)
             fig = plots.return_conditioning(rows, dataset.episode_returns,
                                             out / "return_conditioning.png")
             lines += ["## Return conditioning", "",

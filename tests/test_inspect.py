@@ -275,3 +275,33 @@ def test_bad_inputs_are_named() -> None:
         check_compatible(BC.from_dataset(tiny_config("bc"), ds, "cpu"), ds)
     with pytest.raises(ValueError, match="discrete actions"):
         check_compatible(tiny_dt(tiny_dataset("continuous")), ds)
+
+
+def test_inspect_follows_a_delayed_reward_run(keytodoor: Path, tmp_path: Path,
+                                              monkeypatch) -> None:
+    """A `reward: delayed` run is inspected on delayed returns-to-go and evaluated in the
+    delayed-reward env, as it was trained and evaluated."""
+    import offrl.inspect as inspect_mod
+
+    run = tmp_path / "run"
+    assert main(["train", "--algo", "dt", "--dataset", str(keytodoor), "--steps", "2",
+                 "--eval-every", "0", "--num-eval-episodes", "0", "--device", "cpu",
+                 "--run-dir", str(run), "--no-progress", "--reward", "delayed", "--context",
+                 "5", "--embed-dim", "16", "--num-layers", "1", "--batch-size", "4"]) == 0
+    seen = {}
+    real_check, real_sweep = inspect_mod.check_compatible, inspect_mod.return_conditioning
+
+    def check(algo, dataset):
+        seen["meta_extra"] = dataset.meta.extra
+        return real_check(algo, dataset)
+
+    def sweep(*args, **kwargs):
+        seen["env_kwargs"] = kwargs.get("env_kwargs")
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(inspect_mod, "check_compatible", check)
+    monkeypatch.setattr(inspect_mod, "return_conditioning", sweep)
+    inspect_mod.inspect_checkpoint(run, str(keytodoor), tmp_path / "report", eval_episodes=1,
+                                   eval_envs=1, error_episodes=2)
+    assert seen["meta_extra"].get("reward") == "delayed"
+    assert seen["env_kwargs"] == {"reward": "delayed"}
