@@ -167,7 +167,7 @@ class DecisionTransformer(nn.Module):
             x, w = block(x, attn_mask, return_attention)
             if return_attention:
                 maps.append(w)
-        x = self.ln_f(x).view(b, k, 3, -1)[:, :, 1]  # (B, K, h) state tokens
+        x = self.ln_f(x.view(b, k, 3, -1)[:, :, 1])  # (B, K, h) state tokens only
         return (self._head(x), maps) if return_attention else self._head(x)
 
     def _tokens(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,

@@ -345,6 +345,72 @@ def attention_bias(attn_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return attn_mask.to(dtype)
 
 
+class _AttentionFunction(torch.autograd.Function):
+    """The attention of `attention_with_dropout` with a hand-written backward, in float32.
+
+    Why not autograd of the same ops: under bf16 autocast (which the trainer keeps on
+    through `backward`) the backward of an fp32 `bmm` is itself autocast, so each backward
+    matmul cast its fp32 operands to bf16 and back, ~10 casts per block that also made the
+    attention gradients bf16. Here forward and backward run with autocast off, in float32,
+    and the backward reuses the saved weights: dV = Wd^T dY, dW = (dY V^T) * M,
+    dS = W * (dW - rowsum(dW * W)) (softmax backward), dQ = a dS K, dK = a dS^T Q.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+        b, length, d3 = qkv.shape
+        d, h = d3 // 3, num_heads
+        hd = d // h
+        alpha = 1.0 / math.sqrt(hd)
+        with torch.autocast(qkv.device.type, enabled=False):
+            x = qkv.float() if qkv.dtype in (torch.bfloat16, torch.float16) else qkv
+            if h == 1:
+                q, k, v = x.split(d, dim=-1)  # (B, L, d) strided views, read in place
+            else:  # (B*H, L, hd): head-major copies
+                q, k, v = x.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4).reshape(
+                    3, b * h, length, hd)
+            weights = torch.baddbmm(bias.to(x.dtype), q, k.transpose(1, 2), alpha=alpha)
+            weights = weights.softmax(dim=-1)  # (B*H, L, L)
+            mask, scale = dropout_mask(weights.shape, p, weights.dtype, weights.device,
+                                       generator)
+            mask.mul_(scale)  # fp32 (or fp64): the scale folded into the mask
+            dropped = weights * mask
+            y = torch.bmm(dropped, v)  # (B*H, L, hd)
+        ctx.save_for_backward(q, k, v, weights, dropped, mask)
+        ctx.shape, ctx.num_heads, ctx.alpha, ctx.in_dtype = qkv.shape, h, alpha, qkv.dtype
+        if h > 1:
+            y = y.view(b, h, length, hd).transpose(1, 2).reshape(b, length, d)
+        return y.to(qkv.dtype)  # (B, L, d)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, v, weights, dropped, mask = ctx.saved_tensors
+        b, length, d3 = ctx.shape
+        h = ctx.num_heads
+        d = d3 // 3
+        with torch.autocast(g.device.type, enabled=False):
+            g = g.to(q.dtype)
+            if h > 1:
+                g = g.view(b, length, h, d // h).transpose(1, 2).reshape(b * h, length, d // h)
+            dw = torch.bmm(g, v.transpose(1, 2)).mul_(mask)  # (B*H, L, L)
+            ds = torch.ops.aten._softmax_backward_data(dw, weights, -1, weights.dtype)
+            ds.mul_(ctx.alpha)
+            if h == 1:  # written in place into (B, L, 3d): no cat of three (B, L, d)
+                dqkv = torch.empty(ctx.shape, dtype=q.dtype, device=q.device)
+                torch.bmm(ds, k, out=dqkv[..., :d])
+                torch.bmm(ds.transpose(1, 2), q, out=dqkv[..., d:2 * d])
+                torch.bmm(dropped.transpose(1, 2), g, out=dqkv[..., 2 * d:])
+            else:
+                dq = torch.bmm(ds, k)  # (B*H, L, hd)
+                dk = torch.bmm(ds.transpose(1, 2), q)
+                dv = torch.bmm(dropped.transpose(1, 2), g)
+                dqkv = torch.stack([dq, dk, dv]).view(3, b, h, length, d // h).permute(
+                    1, 3, 0, 2, 4).reshape(b, length, d3)
+        return dqkv.to(ctx.in_dtype), None, None, None, None
+
+
 def attention_with_dropout(
     qkv: torch.Tensor, num_heads: int, attn_mask: torch.Tensor | None, p: float,
     generator: torch.Generator | None = None,
@@ -352,40 +418,30 @@ def attention_with_dropout(
     """softmax(q k^T / sqrt(hd) + mask) with `dropout` on the weights, times v, written out
     for training with attention dropout. qkv (B, L, 3d) (rows q, k, v as `nn.Linear(d, 3d)`
     lays them out), attn_mask (B, 1, L, L) bool (True = may attend) or additive float,
-    None = causal -> (B, L, d). Every query must see at least one key (-inf rows are NaN).
+    None = causal -> (B, L, d) in qkv's dtype. Every query must see at least one key (a
+    fully masked row is NaN).
 
     Why not `scaled_dot_product_attention(dropout_p=p)`: with dropout, SDPA on CPU falls back
     to its math path, which copies q, k and v out of the strided qkv view, converts the
     mask and draws a Bernoulli mask per weight. Here, with one head, q, k and v are read in
-    place by `baddbmm`/`bmm` (strided operands need no copy), and the dropout mask is cheap.
-    Numerics as SDPA's math path: the attention runs in float32 also for bf16/fp16 inputs
-    (one upcast of qkv; autocast is off inside), the output has the input's dtype.
+    place by `baddbmm`/`bmm` (strided operands need no copy), the dropout mask is cheap
+    (`dropout_mask`), and the backward is written out (`_AttentionFunction`). Numerics: the
+    attention runs in float32 also for bf16/fp16 inputs, forward (as SDPA's math path) and
+    backward (SDPA's backward under autocast ran its matmuls in bf16).
     """
     b, length, d3 = qkv.shape
-    d, h = d3 // 3, num_heads
-    hd = d // h
-    out_dtype = qkv.dtype
-    with torch.autocast(qkv.device.type, enabled=False):
-        if qkv.dtype in (torch.bfloat16, torch.float16):
-            qkv = qkv.float()
-        if attn_mask is None:
-            causal = torch.ones(length, length, dtype=torch.bool, device=qkv.device).tril()
-            bias = attention_bias(causal, qkv.dtype)[None]  # (1, L, L), broadcast over B*H
-        else:
-            bias = attention_bias(attn_mask, qkv.dtype)  # (B, 1, L, L)
-            bias = (bias.flatten(0, 1) if h == 1 else  # (B*H, L, L)
-                    bias.expand(b, h, length, length).reshape(b * h, length, length))
-        if h == 1:
-            q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place
-        else:  # (B*H, L, hd): head-major copies
-            q, k, v = qkv.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4).reshape(
-                3, b * h, length, hd)
-        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=1.0 / math.sqrt(hd))
-        weights = dropout(scores.softmax(dim=-1), p, True, generator)  # (B*H, L, L)
-        y = torch.bmm(weights, v)  # (B*H, L, hd)
-    if h > 1:
-        y = y.view(b, h, length, hd).transpose(1, 2).reshape(b, length, d)
-    return y.to(out_dtype)
+    h = num_heads
+    if d3 % 3 or (d3 // 3) % h:
+        raise ValueError(f"qkv last dim {d3} is not 3 * a multiple of num_heads {h}")
+    dtype = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+    if attn_mask is None:
+        causal = torch.ones(length, length, dtype=torch.bool, device=qkv.device).tril()
+        bias = attention_bias(causal, dtype)[None]  # (1, L, L), broadcast over B*H
+    else:
+        bias = attention_bias(attn_mask, dtype)  # (B, 1, L, L)
+        bias = (bias.flatten(0, 1) if h == 1 else  # (B*H, L, L)
+                bias.expand(b, h, length, length).reshape(b * h, length, length))
+    return _AttentionFunction.apply(qkv, bias, h, p, generator)
 
 
 class CausalSelfAttention(nn.Module):

@@ -133,18 +133,30 @@ def test_attention_without_dropout_matches_sdpa(heads, masked):
         torch.testing.assert_close(attention_with_dropout(qkv, heads, bias, 0.0), y)
 
 
-def test_attention_dropout_applies_one_mask_to_the_weights():
+@pytest.mark.parametrize("heads", [1, 2])
+def test_attention_dropout_applies_one_mask_to_the_weights(heads):
+    """Forward and the hand-written backward against autograd of the definition, with the
+    same dropout mask (the mask is the function's first random draw)."""
     torch.manual_seed(0)
     b, length, d = 4, 6, 8
-    qkv = torch.randn(b, length, 3 * d)
+    hd = d // heads
+    qkv = torch.randn(b, length, 3 * d, dtype=torch.float64, requires_grad=True)
     torch.manual_seed(7)
-    y = attention_with_dropout(qkv, 1, None, 0.2)
-    torch.manual_seed(7)  # the weights' mask is the first draw
-    mask, scale = dropout_mask((b, length, length), 0.2, torch.float32, qkv.device)
-    q, k, v = qkv.split(d, dim=-1)
+    y = attention_with_dropout(qkv, heads, None, 0.2)
+    torch.manual_seed(7)
+    mask, scale = dropout_mask((b * heads, length, length), 0.2, torch.float64, qkv.device)
+    ref_in = qkv.detach().clone().requires_grad_(True)
+    q, k, v = ref_in.view(b, length, 3, heads, hd).permute(2, 0, 3, 1, 4).reshape(
+        3, b * heads, length, hd)
     causal = torch.ones(length, length, dtype=torch.bool).tril()
-    w = (q @ k.transpose(1, 2) / math.sqrt(d)).masked_fill(~causal, -math.inf).softmax(-1)
-    torch.testing.assert_close(y, (w * mask * scale) @ v)
+    w = (q @ k.transpose(1, 2) / math.sqrt(hd)).masked_fill(~causal, -math.inf).softmax(-1)
+    y_ref = ((w * mask * scale) @ v).view(b, heads, length, hd).transpose(1, 2).reshape(
+        b, length, d)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(qkv.grad, ref_in.grad)
 
 
 def test_attention_module_bf16_autocast_keeps_float32_attention():
@@ -163,3 +175,14 @@ def test_attention_module_bf16_autocast_keeps_float32_attention():
         y, _ = attn(x)
     assert y.dtype == ref.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    # gradients stay close to the fp32 ones; parameter gradients are fp32
+    grads = []
+    for ctx in (torch.autocast(**BF16), torch.autocast("cpu", enabled=False)):
+        attn.zero_grad(set_to_none=True)
+        with ctx:
+            out, _ = attn(x)
+            (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        grads.append([p.grad.clone() for p in attn.parameters()])
+    for g, g_ref in zip(*grads, strict=True):
+        assert g.dtype == torch.float32
+        assert ((g - g_ref).norm() / g_ref.norm()).item() < 3e-2
