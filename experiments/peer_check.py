@@ -36,6 +36,12 @@ the report, from `remaining_differences`):
   `--precision fp32` into --work (the study's bf16 runs are then not used);
 - random streams differ: only seed distributions compare.
 
+DT: d3rlpy's `DecisionTransformerConfig` mapped from `configs/mujoco-cpu-dt.yaml` (5k steps;
+see `d3rlpy_config.py`), scored at the suite's target returns (hopper 3600 and 1800; the
+headline score is the first, as in the study) with every action from d3rlpy's own
+`StatefulTransformerWrapper` (`benchmarks/peers/d3rlpy_dt_actor.py` in the d3rlpy venv, one
+wrapper per env of offrl's evaluator). No action MSE for DT (an action needs a history).
+
 Resumable: a d3rlpy run with `peer.json` (same steps, same d3rlpy arguments) is not trained
 again, one with `offrl_eval.json` (from the same protocol) is not evaluated again, an existing
 export is reused, an offrl run with a finished summary.json is not trained again.
@@ -123,7 +129,7 @@ def d3rlpy_kwargs(algo: PeerAlgo, offrl_config: dict[str, Any], env_id: str
         # offrl's max_timestep None = max(longest episode, time limit): the time limit bounds
         # the episodes of the generated MuJoCo datasets.
         return dt_kwargs(offrl_config["algo_config"], facts.return_scale,
-                         facts.max_episode_steps)
+                         facts.max_episode_steps, int(np.prod(env_spaces(env_id)[1].shape)))
     return None
 
 

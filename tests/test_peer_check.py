@@ -43,19 +43,20 @@ def test_cql_mapping_matches_the_suite_config() -> None:
 
 
 def test_dt_mapping_matches_the_suite_config() -> None:
-    k = dt_kwargs(DT_CONFIG["algo_config"], return_scale=1000.0, max_timestep=1000)
+    k = dt_kwargs(DT_CONFIG["algo_config"], return_scale=1000.0, max_timestep=1000, act_dim=3)
     assert k == {
         "batch_size": 64, "context_size": 20, "embed_dim": 128, "num_layers": 3,
         "num_heads": 1, "attn_dropout": 0.1, "resid_dropout": 0.1, "embed_dropout": 0.1,
         "activation_type": "relu", "learning_rate": 1e-4, "weight_decay": 1e-4,
-        "warmup_steps": 500, "clip_grad_norm": 0.25, "reward_scale": 0.001,
+        "warmup_steps": 500, "clip_grad_norm": 0.75,  # d3rlpy's loss sums over the 3 dims
+        "reward_scale": 0.001,
         "max_timestep": 1000,
     }
     own = dt_kwargs({**DT_CONFIG["algo_config"], "return_scale": 500.0, "max_timestep": 50},
-                    1000.0, 1000)
+                    1000.0, 1000, 3)
     assert (own["reward_scale"], own["max_timestep"]) == (0.002, 50)  # the config's own wins
     with pytest.raises(ValueError, match=r"no d3rlpy mapping: \['extra'\]"):
-        dt_kwargs({**DT_CONFIG["algo_config"], "extra": 1}, 1000.0, 1000)
+        dt_kwargs({**DT_CONFIG["algo_config"], "extra": 1}, 1000.0, 1000, 3)
     assert DT.stats == ("normalized_score", "return_mean", "train_loss_second_half",
                         "normalized_score_long")  # no single-step action MSE for DT
 
@@ -252,7 +253,7 @@ def test_d3rlpy_dt_smoke_run_scored_through_its_stateful_wrapper(tmp_path: Path)
     data = export_d4rl(ds, tmp_path / "tiny.hdf5")
     small = {**DT_CONFIG["algo_config"], "embed_dim": 16, "num_layers": 1, "context": 4,
              "batch_size": 4, "warmup_steps": 2}
-    (tmp_path / "dt.json").write_text(json.dumps(dt_kwargs(small, 1000.0, 1000)))
+    (tmp_path / "dt.json").write_text(json.dumps(dt_kwargs(small, 1000.0, 1000, 3)))
     run = tmp_path / "run"
     cmd = train_command(DT, D3RLPY_PYTHON, data, 4, 0, 1, run, tmp_path / "dt.json")
     cmd[cmd.index("--steps-per-epoch") + 1] = "2"

@@ -31,7 +31,10 @@ that width (VectorEncoderFactory([embed_dim], exclude_last_activation=True)), nu
 num_heads, dropout -> embed / attention / residual dropout, activation -> activation_type,
 learning_rate, weight_decay -> GPTAdamWFactory (decay on linear weights only, offrl's rule),
 warmup_steps -> WarmupSchedulerFactory (lr * min((t + 1) / W, 1), offrl's schedule),
-grad_clip -> clip_grad_norm, return scale -> MultiplyRewardScaler(1 / scale) (returns-to-go
+grad_clip * |A| -> clip_grad_norm (d3rlpy's loss sums the squared error over the |A| action
+dims where offrl, like the reference code, averages it: its gradients are |A| times offrl's,
+so the same clipping needs an |A| times larger threshold; Adam's step is otherwise invariant
+to that scale), return scale -> MultiplyRewardScaler(1 / scale) (returns-to-go
 divided by the scale), max_timestep, the timestep embedding (SIMPLE position encoding),
 standardized observations. kv_cache and act_precision only change offrl's acting: d3rlpy's
 stateful wrapper recomputes the full window in fp32, which equals offrl's default acting.
@@ -137,8 +140,8 @@ DT_KEYS = frozenset({
 })
 
 
-def dt_kwargs(algo_config: Mapping[str, Any], return_scale: float, max_timestep: int
-              ) -> dict[str, Any]:
+def dt_kwargs(algo_config: Mapping[str, Any], return_scale: float, max_timestep: int,
+              act_dim: int) -> dict[str, Any]:
     """d3rlpy `DecisionTransformerConfig` arguments for offrl's (Box-action) DT `algo_config`;
     `return_scale` / `max_timestep` are offrl's resolved values where the config says None."""
     c = dict(algo_config)
@@ -158,7 +161,8 @@ def dt_kwargs(algo_config: Mapping[str, Any], return_scale: float, max_timestep:
         "resid_dropout": dropout, "embed_dropout": dropout,
         "activation_type": c.get("activation", "relu"),
         "learning_rate": float(c["learning_rate"]), "weight_decay": float(c["weight_decay"]),
-        "warmup_steps": int(c["warmup_steps"]), "clip_grad_norm": float(c["grad_clip"]),
+        "warmup_steps": int(c["warmup_steps"]),
+        "clip_grad_norm": float(c["grad_clip"]) * act_dim,
         "reward_scale": 1.0 / scale, "max_timestep": steps,
     }
 
@@ -170,6 +174,10 @@ def dt_differences(precision: str) -> list[str]:
         "at episode starts); d3rlpy never draws the last step of a time-out episode.",
         "Padding: d3rlpy pads short windows with zeros and masks them; offrl pads with zeros "
         "after normalization and masks padded keys (same effect on real tokens).",
+        "Loss: d3rlpy sums the squared error over action dims (mapped: clip threshold x |A|) "
+        "and averages over all B x K positions, padded ones counting as 0; offrl averages "
+        "over dims and real steps only. Batches with short windows (episode starts) weigh "
+        "less in d3rlpy.",
         "Initialization: offrl applies GPT-2 init to the transformer blocks only, embeddings "
         "keep torch's; d3rlpy uses its own GPT-2 init.",
         "Timesteps: d3rlpy counts from 1, offrl from 0 (one embedding row apart).",

@@ -141,15 +141,21 @@ CQL = PeerAlgo(
 # ---- DT ----
 
 def _dt_d3rlpy(run_dir: Path, steps: int) -> dict[str, float | None]:
-    return {"train_loss_second_half": second_half(d3rlpy_curve(run_dir, "loss"), steps)}
+    """d3rlpy's DT loss sums over the |A| action dims: divided by |A| here, offrl's units
+    (its mean still counts padded positions as 0, a few percent lower on real-step data)."""
+    params = run_dir / "logs" / "fit" / "params.json"
+    act_dim = json.loads(params.read_text())["action_size"] if params.is_file() else None
+    loss = second_half(d3rlpy_curve(run_dir, "loss"), steps)
+    return {"train_loss_second_half": loss / act_dim if loss is not None and act_dim else None}
 
 
 DT = PeerAlgo(
     name="dt", label="DT", diagnostics=("train_loss_second_half",),
     diagnostics_text=(
-        "Training loss (mean over seeds; MSE of the predicted actions over real steps, "
-        "[-1, 1] units; both libraries log means over 1000-step intervals) averaged over the "
-        "second half of the run:"),
+        "Training loss (mean over seeds; MSE of the predicted actions, [-1, 1] units, mean "
+        "over action dims; d3rlpy's logged sum over dims divided by |A|, its mean includes "
+        "padded positions; both libraries log means over 1000-step intervals) averaged over "
+        "the second half of the run:"),
     d3rlpy_diag=_dt_d3rlpy, offrl_diag=_bc_offrl, steps_per_epoch=1000, sequence=True)
 
 ALGOS: dict[str, PeerAlgo] = {a.name: a for a in (BC, CQL, DT)}
