@@ -25,8 +25,9 @@ standardized observations, no action / reward scaler. What still differs (also w
 the report, from `remaining_differences`):
 - TD target action: offrl samples a' ~ pi(.|s') without an entropy term; d3rlpy (no soft
   backup) uses the greedy tanh(mu(s')); no d3rlpy setting gives offrl's combination;
-- update order: d3rlpy steps the critics, then computes the actor loss against the updated
-  critics; offrl computes all losses from the pre-step networks;
+- update order: d3rlpy steps the critics, then the temperature, then computes the actor loss
+  against the updated critics and temperature; offrl computes all losses from the pre-step
+  networks;
 - temperature loss: d3rlpy -(alpha (log pi - |A|)), offrl -(log alpha (log pi - |A|));
 - observation scaler: d3rlpy divides by std + 1e-3, offrl by max(std, 1e-3); d3rlpy's
   statistics and samples skip the last step of each time-out episode;
@@ -37,10 +38,12 @@ the report, from `remaining_differences`):
 - random streams differ: only seed distributions compare.
 
 DT: d3rlpy's `DecisionTransformerConfig` mapped from `configs/mujoco-cpu-dt.yaml` (5k steps;
-see `d3rlpy_config.py`), scored at the suite's target returns (hopper 3600 and 1800; the
-headline score is the first, as in the study) with every action from d3rlpy's own
-`StatefulTransformerWrapper` (`benchmarks/peers/d3rlpy_dt_actor.py` in the d3rlpy venv, one
-wrapper per env of offrl's evaluator). No action MSE for DT (an action needs a history).
+see `d3rlpy_config.py`; d3rlpy's loss sums over action dims, so its clip threshold is
+grad_clip x |A|, and it averages over padded positions too), scored at the suite's target
+returns (hopper 3600 and 1800; the headline score is the first, as in the study) with every
+action from d3rlpy's own `StatefulTransformerWrapper` (`benchmarks/peers/d3rlpy_dt_actor.py`
+in the d3rlpy venv, one wrapper per env of offrl's evaluator). No action MSE for DT (an
+action needs a history).
 
 Resumable: a d3rlpy run with `peer.json` (same steps, same d3rlpy arguments) is not trained
 again, one with `offrl_eval.json` (from the same protocol) is not evaluated again, an existing

@@ -106,9 +106,9 @@ def remaining_differences(algo_config: Mapping[str, Any], precision: str) -> lis
             "soft_q_backup uses the deterministic tanh(mu(s')). No d3rlpy setting gives a "
             "sampled a' without the entropy term.")
     notes += [
-        "Update order: d3rlpy steps the critics first, then computes the actor loss with the "
-        "updated critics; offrl computes every loss from the pre-step networks, then steps "
-        "temperature, actor, critics.",
+        "Update order: d3rlpy steps the critics first, then the temperature, then computes "
+        "the actor loss with the updated critics and temperature; offrl computes every loss "
+        "from the pre-step networks, then steps temperature, actor, critics.",
         "Temperature loss: d3rlpy -(alpha * (log pi + target)) (its log-alpha gradient is "
         "scaled by alpha); offrl -(log_alpha * (log pi + target)). Adam largely removes the "
         "scale, not exactly.",
