@@ -266,3 +266,26 @@ def test_d3rlpy_dt_smoke_run_scored_through_its_stateful_wrapper(tmp_path: Path)
     res = evaluate(run, str(data), protocol, d3rlpy_python=D3RLPY_PYTHON)
     assert list(res["by_target"]) == ["3600", "1800"] and len(res["returns"]) == 2
     assert res["normalized_score"] == res["by_target"]["3600"]["normalized_score"]
+
+
+def test_main_no_train_writes_an_empty_cql_report(tmp_path: Path) -> None:
+    """The CLI wiring without d3rlpy: defaults from the suite config (10k steps), the mapped
+    d3rlpy arguments and the remaining differences in the report, nothing trained."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("peer_check", REPO / "experiments/peer_check.py")
+    assert spec is not None and spec.loader is not None
+    peer_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer_check)
+    (tmp_path / "compare" / "hopper-medium").mkdir(parents=True)
+    out = tmp_path / "cql.json"
+    peer_check.main(["--algo", "cql", "--no-train", "--levels", "medium", "--offrl-precision",
+                     "fp32", "--compare", str(tmp_path / "compare"), "--work",
+                     str(tmp_path / "work"), "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert (report["algo"], report["steps"], report["offrl_precision"]) == ("cql", 10_000, "fp32")
+    assert report["d3rlpy_kwargs"] == cql_kwargs(CQL_CONFIG["algo_config"], 3)
+    assert not any("autocast" in n for n in report["differences"])  # fp32 on both sides
+    assert report["datasets"][0]["offrl"]["normalized_score"]["n"] == 0
+    assert "| hopper-medium | not run yet | not run yet |" in out.with_suffix(".md").read_text()
+    assert not (tmp_path / "work").exists()  # --no-train writes nothing there
