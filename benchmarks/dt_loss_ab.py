@@ -13,7 +13,7 @@ updates: each run's mean loss, and the mean |bf16 - fp32| / fp32 per update.
 
     MINARI_DATASETS_PATH=~/.minari/datasets python benchmarks/dt_loss_ab.py \\
         [--dataset minari:offrl-mujoco/hopper/medium-replay-v0] [--updates 300] \\
-        [--baseline HEAD] [--threads 1] [--out FILE.json]
+        [--baseline HEAD] [--threads 1] [--warmup-steps N] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", default="HEAD")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="DTConfig.warmup_steps for every run (default: DTConfig's 10k, whose "
+                        "learning rate stays tiny over a few hundred updates)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -64,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         old_cls = baseline_dt(args.baseline, Path(tmp))
         torch.manual_seed(args.seed)
         # fresh algorithms per run: optimizer state and LR schedule start from zero each time
-        make = {"baseline": lambda: old_cls.from_dataset(old_cls.Config(), ds),
-                "current": lambda: DT.from_dataset(DTConfig(), ds)}
+        kw = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
+        make = {"baseline": lambda: old_cls.from_dataset(old_cls.Config(**kw), ds),
+                "current": lambda: DT.from_dataset(DTConfig(**kw), ds)}
         first = make["baseline"]()
         init = {k: v.clone() for k, v in first.model.state_dict().items()}
         sampler = first.make_sampler(ds, seed=args.seed)
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" | ".join(v if isinstance(v, str) else f"{v:.5f}" for v in row.values()))
     if args.out is not None:
         args.out.write_text(json.dumps({"dataset": args.dataset, "baseline": args.baseline,
+                                        "warmup_steps": args.warmup_steps,
                                         "seconds": seconds, "windows": windows,
                                         "losses": losses}, indent=1) + "\n")
     return 0
