@@ -397,15 +397,12 @@ class _AttentionFunction(torch.autograd.Function):
             dw = torch.bmm(g, v.transpose(1, 2)).mul_(mask)  # (B*H, L, L)
             ds = torch.ops.aten._softmax_backward_data(dw, weights, -1, weights.dtype)
             ds.mul_(ctx.alpha)
-            if h == 1:  # written in place into (B, L, 3d): no cat of three (B, L, d)
-                dqkv = torch.empty(ctx.shape, dtype=q.dtype, device=q.device)
-                torch.bmm(ds, k, out=dqkv[..., :d])
-                torch.bmm(ds.transpose(1, 2), q, out=dqkv[..., d:2 * d])
-                torch.bmm(dropped.transpose(1, 2), g, out=dqkv[..., 2 * d:])
+            dq = torch.bmm(ds, k)  # (B*H, L, hd)
+            dk = torch.bmm(ds.transpose(1, 2), q)
+            dv = torch.bmm(dropped.transpose(1, 2), g)
+            if h == 1:
+                dqkv = torch.cat([dq, dk, dv], dim=-1)  # (B, L, 3d)
             else:
-                dq = torch.bmm(ds, k)  # (B*H, L, hd)
-                dk = torch.bmm(ds.transpose(1, 2), q)
-                dv = torch.bmm(dropped.transpose(1, 2), g)
                 dqkv = torch.stack([dq, dk, dv]).view(3, b, h, length, d // h).permute(
                     1, 3, 0, 2, 4).reshape(b, length, d3)
         return dqkv.to(ctx.in_dtype), None, None, None, None
