@@ -24,7 +24,6 @@ eval_speed.py's default does on the offrl side.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # d3rlpy_worker, as a plain script
-from d3rlpy_worker import load_dataset, make_algo, send  # noqa: E402
+from d3rlpy_worker import load_dataset, make_algo, send, serve  # noqa: E402
 
 
 def main() -> None:
@@ -58,13 +57,8 @@ def main() -> None:
     send(proto, {"ready": True, "versions": {"d3rlpy": d3rlpy.__version__,
                                              "gymnasium": gym.__version__,
                                              "torch": torch.__version__}})
-    for line in sys.stdin:
-        msg = json.loads(line)
-        if msg["cmd"] == "quit":
-            break
-        if msg["cmd"] != "run":
-            raise SystemExit(f"d3rlpy_eval_worker: unknown command {msg!r}")
-        torch.set_num_threads(int(msg["threads"]))
+
+    def run(msg: dict) -> dict:
         returns, steps = [], 0
         start = time.perf_counter()
         for seed in msg["seeds"]:
@@ -79,8 +73,9 @@ def main() -> None:
                 steps += 1
                 done = term or trunc
             returns.append(total)
-        send(proto, {"seconds": time.perf_counter() - start, "steps": steps,
-                     "returns": returns})
+        return {"seconds": time.perf_counter() - start, "steps": steps, "returns": returns}
+
+    serve(proto, run, "d3rlpy_eval_worker")
     env.close()
 
 

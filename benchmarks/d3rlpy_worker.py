@@ -153,17 +153,27 @@ def main() -> None:
         "versions": {"d3rlpy": d3rlpy.__version__, "torch": torch.__version__},
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
     })
+
+    def run(msg: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        for _ in range(int(msg["updates"])):
+            algo.update(sample())
+        return {"seconds": time.perf_counter() - start}
+
+    serve(proto, run, "d3rlpy_worker")
+
+
+def serve(proto: TextIO, run: Callable[[dict[str, Any]], dict[str, Any]], name: str) -> None:
+    """Answer "run" requests on stdin with `run(msg)` (at the request's torch thread count)
+    until "quit" or the end of stdin."""
     for line in sys.stdin:
         msg = json.loads(line)
         if msg["cmd"] == "quit":
             break
         if msg["cmd"] != "run":
-            raise SystemExit(f"d3rlpy_worker: unknown command {msg!r}")
+            raise SystemExit(f"{name}: unknown command {msg!r}")
         torch.set_num_threads(int(msg["threads"]))
-        start = time.perf_counter()
-        for _ in range(int(msg["updates"])):
-            algo.update(sample())
-        send(proto, {"seconds": time.perf_counter() - start})
+        send(proto, run(msg))
 
 
 if __name__ == "__main__":
