@@ -27,17 +27,23 @@ from offrl.envs import env_spaces
 from offrl.evaluator import Evaluator, reference_scores
 
 
+def _checked(path: str | Path, num_envs: int, what: str, name: str) -> Path:
+    """`path` as a Path, after checking that it exists and that num_envs >= 1."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"d3rlpy {what} '{path}' not found (d3rlpy_train.py writes "
+                                f"<out>/{name})")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    return path
+
+
 class D3rlpyPolicy:
     """offrl `Policy` over a d3rlpy TorchScript policy file (BC / CQL)."""
 
     def __init__(self, path: str | Path, num_envs: int, action_low: np.ndarray,
                  action_high: np.ndarray) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"d3rlpy policy '{path}' not found (d3rlpy_train.py "
-                                    f"writes <out>/policy.pt)")
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        path = _checked(path, num_envs, "policy", "policy.pt")
         with warnings.catch_warnings():  # TorchScript is deprecated in torch; d3rlpy exports it
             warnings.simplefilter("ignore", DeprecationWarning)
             self.module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -70,12 +76,7 @@ class D3rlpyDTPolicy:
                  action_high: np.ndarray, python: str | Path, threads: int = 1) -> None:
         import subprocess
 
-        model = Path(model)
-        if not model.is_file():
-            raise FileNotFoundError(f"d3rlpy model '{model}' not found (d3rlpy_train.py "
-                                    f"writes <out>/model.d3)")
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        model = _checked(model, num_envs, "model", "model.d3")
         self.num_envs = num_envs
         self.low = np.asarray(action_low, np.float32)
         self.high = np.asarray(action_high, np.float32)
