@@ -55,6 +55,17 @@ def _json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _reward_setting(run_dir: Path) -> str | None:
+    """The run config's `reward` (dense | delayed) from the run's config.yaml, if any."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return str(config.get("reward", "dense")) if isinstance(config, dict) else None
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl rows; a line cut short by a killed process is skipped, and the strings
     the logger writes for NaN/inf become floats again."""
@@ -108,6 +119,7 @@ def read_run(run: Any) -> dict[str, Any]:
         "updates_per_s": summary.get("updates_per_s") if summary else None,
         "eval_targets": summary.get("eval_targets") if summary else None,
         "env_id": summary.get("env_id") if summary else None,
+        "reward": _reward_setting(run.run_dir),
         "final_eval": {k: v for k, v in (summary or {}).get("final_eval", {}).items()
                        if k.startswith("eval/")},
         "eval_rows": evals,
@@ -256,6 +268,7 @@ def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -
         "eval_every": {a: next((r["eval_every"] for r in records if r["algo"] == a), None)
                        for a in algos},
         "eval_targets": targets,
+        "rewards": sorted({r["reward"] for r in records if r["reward"]}),
         "algos": aggregate(records, algos, metric), "runs": records, "warnings": warnings,
     }
 
@@ -337,7 +350,7 @@ def plot_curves(section: dict[str, Any], key: str, path: Path) -> Path:
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("gradient step")
     ax.set_ylabel(section["metric_label"] if key == "curve" else "return")
-    ax.set_title(f"{section['description']['name']}: mean ± std over seeds", fontsize=10)
+    ax.set_title(f"{section['name']}: mean ± std over seeds", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
@@ -394,7 +407,7 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
                if g["curve"]["dropped_steps"]}
     failed = [r for r in section["runs"] if r["status"] != "finished"]
     parts = [
-        f"# offrl compare: {d['name']}",
+        f"# offrl compare: {section['name']}",
         "",
         "> Interrupted: runs stopped before the end are listed as such.\n" if ctx["interrupted"]
         else "",
@@ -404,6 +417,10 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
         f"{d['return_min']:.3g}, max {d['return_max']:.3g}); evaluation env "
         f"`{section['env']}`{ref}.",
         "",
+        *([f"Rewards: {' / '.join(section['rewards'])} (`delayed`: every episode's return "
+           f"paid at its last step, in the training data and in the evaluation env alike; "
+           f"the returns above are the dataset's own).", ""]
+          if section.get("rewards", ["dense"]) != ["dense"] and section.get("rewards") else []),
         f"Protocol (the same for every run): {', '.join(map(str, steps))} gradient steps; "
         f"evaluation {every_text}, "
         f"{s['eval_episodes']} episodes each with env seeds {s['eval_seed']} + j for episode "

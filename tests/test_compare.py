@@ -473,6 +473,7 @@ def test_section_from_fabricated_runs(tmp_path) -> None:
                   tmp_path / algo / str(seed), tmp_path / f"{algo}{seed}.log",
                   tmp_path / f"{algo}{seed}.json")
         run.run_dir.mkdir(parents=True)
+        (run.run_dir / "config.yaml").write_text(f"algo: {algo}\nreward: delayed\n")
         run.log.write_text("line 1\nTraceback: boom\n")
         if record is not None:
             run.record.write_text(json.dumps({"command": run.command, **record}))
@@ -510,6 +511,8 @@ def test_section_from_fabricated_runs(tmp_path) -> None:
     write_section(section, context([], 2, 1, 9.0, interrupted=True), tmp_path / "out")
     report = (tmp_path / "out" / "report.md").read_text()
     assert "> Interrupted" in report and "> Warning: return-conditioned" in report
+    assert report.startswith("# offrl compare: d\n")  # the plan's name, not the dataset's
+    assert "Rewards: delayed (" in report and section["rewards"] == ["delayed"]
     assert "### BC seed 0: interrupted (exit code -2)" in report
     assert "Traceback: boom" in report and "### BC seed 1: not run" in report
     # final, last-3 (each run's mean of its evaluations: 0.3 and 0.4), best; in %
