@@ -92,7 +92,7 @@ def machine_info() -> dict[str, Any]:
 
 def run_eval_speed(threads: int, episodes: int, envs: int, out: Path,
                    peer: bool) -> dict[str, Any]:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "eval_speed.py"), "--episodes",
+    cmd = [sys.executable, "-m", "benchmarks.eval_speed", "--episodes",
            str(episodes), "--envs", str(envs), "--threads", str(threads), "--out", str(out)]
     if peer:
         cmd.append("--peer")

@@ -29,7 +29,7 @@ within a round alternates. Reported: medians over rounds of env steps/s per side
 per-round ratio; the speed-up vs sequential exact fp32 uses each round's `exact` sequential
 chunk when that mode runs (else it is left out).
 
-    python benchmarks/eval_speed.py [--episodes 10] [--envs 10] [--device cpu] [--threads 1]
+    python -m benchmarks.eval_speed [--episodes 10] [--envs 10] [--device cpu] [--threads 1]
         [--modes exact kv-cache exact-bf16 kv-cache-bf16] [--chunk 2] [--rounds 0]
         [--vector lockstep] [--env-threads 1] [--peer] [--out benchmarks/results/eval_speed.json]
 """
@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import torch
 
+from benchmarks.peers.export_d4rl import export_d4rl
 from offrl.algorithms import DT, DTPolicy
 from offrl.datasets import DatasetMeta, EpisodeDataset
 from offrl.envs import make_env
@@ -86,19 +86,6 @@ def random_episodes(n: int, seed: int) -> list[Episode]:
 
 ROOT = Path(__file__).resolve().parent.parent
 D3RLPY_PYTHON = ROOT / ".venv-d3rlpy" / "bin" / "python"
-
-
-def write_d4rl(episodes: list[Episode], path: Path) -> None:
-    """The episodes as a D4RL-layout HDF5 file (what the d3rlpy worker reads)."""
-    with h5py.File(path, "w") as f:
-        f["observations"] = np.concatenate([e.observations[:-1] for e in episodes])
-        f["actions"] = np.concatenate([e.actions for e in episodes]).astype(np.float32)
-        f["rewards"] = np.concatenate([e.rewards for e in episodes])
-        ends = [np.zeros(len(e.actions), bool) for e in episodes]
-        f["terminals"] = np.concatenate([np.r_[z[:-1], e.terminated]
-                                         for z, e in zip(ends, episodes, strict=True)])
-        f["timeouts"] = np.concatenate([np.r_[z[:-1], e.truncated]
-                                        for z, e in zip(ends, episodes, strict=True)])
 
 
 class PeerEval:
@@ -174,9 +161,8 @@ def main() -> None:
     torch.manual_seed(0)
 
     env_obs, env_act = make_env(ENV_ID).observation_space, make_env(ENV_ID).action_space
-    episodes = random_episodes(5, 0)
     data = EpisodeDataset.from_episodes(
-        episodes, observation_space=env_obs, action_space=env_act,
+        random_episodes(5, 0), observation_space=env_obs, action_space=env_act,
         meta=DatasetMeta(name="hopper-random-tiny", env_id=ENV_ID))
     config = DT.Config(**DT_SIZES[args.dt])
     algo = DT.from_dataset(config, data, args.device)
@@ -189,7 +175,7 @@ def main() -> None:
     peer = None
     if args.peer:
         tmp = tempfile.TemporaryDirectory()
-        write_d4rl(episodes, Path(tmp.name) / "hopper-random-tiny.hdf5")
+        export_d4rl(data, Path(tmp.name) / "hopper-random-tiny.hdf5")
         peer = PeerEval(Path(tmp.name) / "hopper-random-tiny.hdf5", target, args.terminate)
         peer.run([seed0], torch.get_num_threads())  # warm-up (not timed)
     vec_env = Evaluator(env_fn, args.envs, vector=args.vector, env_threads=args.env_threads)

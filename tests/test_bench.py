@@ -117,7 +117,6 @@ def test_d3rlpy_worker_builds_the_same_bc(tmp_path: Path) -> None:
 
 
 def test_export_d4rl_round_trip(tmp_path: Path) -> None:
-    import numpy as np
 
     from benchmarks.peers.export_d4rl import export_d4rl
     from offrl.datasets import EpisodeDataset, load_dataset
@@ -136,7 +135,6 @@ def test_export_d4rl_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_d3rlpy_policy_adapter(tmp_path: Path) -> None:
-    import numpy as np
 
     from benchmarks.peers.d3rlpy_policy import D3rlpyPolicy
 
@@ -185,23 +183,3 @@ def test_eval_rows_put_the_target_on_the_default_mode() -> None:
     (peer_target,) = [r for r in peer_rows if r.get("target")]
     assert default in peer_target["metric"] and peer_target["ok"] is (default == "kv-cache")
 
-
-def test_write_d4rl_marks_episode_ends(tmp_path) -> None:
-    """The file the d3rlpy evaluation worker builds its DT from: one row per transition, the
-    last row of each episode flagged as a termination or a time-out."""
-    import h5py
-
-    from benchmarks.eval_speed import write_d4rl
-    from offrl.types import Episode
-
-    def episode(n: int, terminated: bool) -> Episode:
-        return Episode(np.arange((n + 1) * 2, dtype=np.float32).reshape(n + 1, 2),
-                       np.ones((n, 1), np.float32), np.full(n, 0.5, np.float32),
-                       terminated, not terminated)
-
-    write_d4rl([episode(3, True), episode(2, False)], tmp_path / "d.hdf5")
-    with h5py.File(tmp_path / "d.hdf5") as f:
-        assert f["observations"].shape == (5, 2) and f["actions"].shape == (5, 1)
-        assert f["observations"][3].tolist() == [0.0, 1.0]  # the second episode's first
-        assert f["terminals"][()].tolist() == [False, False, True, False, False]
-        assert f["timeouts"][()].tolist() == [False, False, False, False, True]
