@@ -171,6 +171,12 @@ def config_paths(entries: Sequence[str], algos: Sequence[str]) -> dict[str, Path
     return out
 
 
+def run_log_files(folder: Path, algo: str, seed: int) -> tuple[Path, Path]:
+    """(output log, JSON record) of one run of a dataset's output folder."""
+    stem = f"{slug(algo)}-seed{seed}"  # a slug may hold dots: no with_suffix
+    return folder / "logs" / f"{stem}.log", folder / "logs" / f"{stem}.json"
+
+
 def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
     """The `offrl train` command of every algorithm x seed, seed-major (all algorithms'
     first seed runs first, so an early look at a long comparison already compares)."""
@@ -220,11 +226,8 @@ def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
             if s.device is not None:
                 cmd += ["--device", s.device]
             cmd += ["--run-dir", str(run_dir), "--num-threads", str(threads), "--no-progress"]
-            logs = folder / "logs"
             runs.append(Run(plan.name, algo, seed, steps[algo], cmd, run_dir,
-                            logs / f"{slug(algo)}-seed{seed}.log",
-                            logs / f"{slug(algo)}-seed{seed}.json",
-                            eval_every=eval_every,
+                            *run_log_files(folder, algo, seed), eval_every=eval_every,
                             config=str(configs[algo]) if configs[algo] else None))
     return runs
 

@@ -19,7 +19,7 @@ from offrl.compare import (
     DatasetPlan,
     Run,
     Settings,
-    slug,
+    run_log_files,
 )
 
 
@@ -57,10 +57,8 @@ def load_plan(out: Path) -> tuple[dict[str, Any], list[DatasetPlan], list[Run]]:
             raise CompareError(f"'{path}': run {r['dataset']}/{r['algo']}/seed{r['seed']} "
                                f"has no --steps in its command")
         folder = out / r["dataset"] if suite else out
-        logs = folder / "logs"
-        name = f"{slug(r['algo'])}-seed{r['seed']}"
         runs.append(Run(r["dataset"], r["algo"], int(r["seed"]), int(steps), words,
-                        Path(r["run_dir"]), logs / f"{name}.log", logs / f"{name}.json",
+                        Path(r["run_dir"]), *run_log_files(folder, r["algo"], int(r["seed"])),
                         eval_every=int(_option(words, "--eval-every") or 0),
                         config=_option(words, "--config")))
     return plan, plans, runs
