@@ -101,7 +101,7 @@ class Run:
     command: list[str]
     run_dir: Path
     log: Path
-    record: Path  # JSON: command, exit code, wall time (written when the process ends)
+    record: Path  # JSON: command, exit code, wall time (written at start, refreshed, final at end)
     eval_every: int = 0
     config: str | None = None
     proc: subprocess.Popen | None = None
@@ -367,16 +367,14 @@ def _start(run: Run, threads: int) -> None:
                                 start_new_session=True, preexec_fn=_default_sigint)
     run.started = time.time()
     run.tail = MetricsTail(run.run_dir / "metrics.jsonl")
+    # Written now (exit code null) and refreshed while it runs, so that a comparison killed
+    # outright (SIGKILL, a machine's session ending) still finds what each run was started
+    # with and how long it ran: --resume then continues from its checkpoints.
+    _write_record(run, None)
 
 
-def _finish(run: Run, code: int) -> None:
-    run.returncode = code
+def _write_record(run: Run, code: int | None) -> None:
     run.wall_s = run.earlier_wall_s + time.time() - (run.started or time.time())
-    if run.log_file is not None:
-        run.log_file.close()
-        run.log_file = None
-    if run.tail is not None:
-        run.tail.poll()
     tmp = run.record.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"command": run.command, "returncode": code,
                                "wall_s": run.wall_s, "started": run.started,
@@ -384,6 +382,16 @@ def _finish(run: Run, code: int) -> None:
                                "resumed": run.resume_from is not None}, indent=1) + "\n",
                    encoding="utf-8")
     os.replace(tmp, run.record)
+
+
+def _finish(run: Run, code: int) -> None:
+    run.returncode = code
+    if run.log_file is not None:
+        run.log_file.close()
+        run.log_file = None
+    if run.tail is not None:
+        run.tail.poll()
+    _write_record(run, code)
 
 
 def _stop(running: list[Run], grace_s: float = 15.0) -> None:
@@ -411,11 +419,13 @@ def _stop(running: list[Run], grace_s: float = 15.0) -> None:
 
 
 def execute(runs: list[Run], parallel: int, threads: int, display: Display,
-            poll_s: float = 0.5) -> bool:
+            poll_s: float = 0.5, record_every_s: float = 30.0) -> bool:
     """Run the not-skipped runs, at most `parallel` at a time. Returns False when interrupted
-    (Ctrl-C or SIGTERM): running children are stopped, queued ones never start."""
+    (Ctrl-C or SIGTERM): running children are stopped, queued ones never start. Running
+    runs' records are refreshed every `record_every_s` (their wall time so far)."""
     pending = [r for r in runs if not r.skipped]
     running: list[Run] = []
+    last_record = time.time()
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -438,6 +448,10 @@ def execute(runs: list[Run], parallel: int, threads: int, display: Display,
                     running.remove(run)
                     display.event(status_line(run, time.time())
                                   + ("" if code == 0 else f"; log: {run.log}"))
+            if time.time() - last_record >= record_every_s:
+                for run in running:
+                    _write_record(run, None)
+                last_record = time.time()
             display.update()
     except KeyboardInterrupt:
         display.event(f"interrupted: stopping {len(running)} running run(s) ...")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,10 @@ from offrl.compare import (
     MetricsTail,
     Run,
     Settings,
+    _start,
+    _write_record,
     config_paths,
+    finished_earlier,
     load_suite,
     plan_runs,
     prepare_out,
@@ -419,6 +424,31 @@ def test_resume_point(tmp_path) -> None:
     assert resume_point(run)[0] == run.run_dir  # same run: interpreter, threads do not count
     run.command = [*run.command[:-3], "1"]  # another plan: its old folder does not count
     assert resume_point(run) == (None, 0.0, 0)
+
+
+def test_a_killed_comparison_resumes_from_checkpoints(tmp_path) -> None:
+    # The orchestrator itself may be SIGKILLed (a machine's session ending): the record it
+    # wrote when the run started must be enough for --resume to continue from a checkpoint.
+    run = Run("d", "bc", 0, 100, [sys.executable, "-c", "import time; time.sleep(60)"],
+              tmp_path / "run", tmp_path / "logs" / "log", tmp_path / "record.json")
+    _start(run, 1)
+    try:
+        record = json.loads(run.record.read_text())
+        assert record["command"] == run.command and record["returncode"] is None
+        (run.run_dir / "checkpoints").mkdir(parents=True)
+        (run.run_dir / "checkpoints" / "ckpt_20.pt").write_bytes(b"")
+        time.sleep(0.2)
+        _write_record(run, None)  # what execute's refresh does while the run lives
+        wall = json.loads(run.record.read_text())["wall_s"]
+        assert wall >= 0.2
+    finally:
+        assert run.proc is not None
+        run.proc.kill()
+        run.proc.wait()
+        assert run.log_file is not None
+        run.log_file.close()
+    assert not finished_earlier(run)
+    assert resume_point(run) == (run.run_dir, wall, 20)
 
 
 def test_metrics_tail_rereads_a_truncated_file(tmp_path) -> None:
