@@ -97,7 +97,8 @@ class ActionScaler:
         low, high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
         half = (high - low) / 2
         self.low, self.high = low, high
-        self._center = torch.as_tensor((high + low) / 2, device=device)
+        self._center_np, self._half_np = (high + low) / 2, half
+        self._center = torch.as_tensor(self._center_np, device=device)
         self._half = torch.as_tensor(half, device=device)
         # A dimension with low == high carries no information: map it to 0, not to inf.
         self._inv_half = torch.as_tensor(np.where(half > 0, 1 / np.maximum(half, 1e-12), 0.0)
@@ -111,8 +112,12 @@ class ActionScaler:
         return u * self._half + self._center
 
     def to_env(self, u: torch.Tensor) -> np.ndarray:
-        """[-1, 1] actions -> (N, A) float32 numpy clipped to the Box (no rounding escapes)."""
-        return np.clip(self.from_unit(u).cpu().numpy(), self.low, self.high).astype(np.float32)
+        """[-1, 1] actions -> (N, A) float32 numpy clipped to the Box (no rounding escapes).
+        Scaled on the host: the same float32 multiply and add as `from_unit`, without two
+        torch kernels per acting step."""
+        unit = u.detach().cpu().numpy()
+        return np.clip(unit * self._half_np + self._center_np, self.low, self.high).astype(
+            np.float32)
 
 
 def dataset_env_facts(dataset: EpisodeDataset) -> EnvFacts | None:

@@ -333,6 +333,8 @@ class DTPolicy:
     subtracts each row's last raw reward (except on its first step), shifts the window left
     by one, writes the new state, predicts from the state token at position K-1 and writes
     the chosen action back into the buffer. The buffers are public for inspection/tests.
+    With the KV cache (`kv_cache=True`) the cache holds the context instead: only
+    `actions[:, -1]` (each row's last action, which callers may overwrite) is kept current.
 
     `precision="bf16"` (opt-in; default `config.act_precision`, itself fp32 by default)
     acts with a bf16 copy of the model: weights, activations, LayerNorms and the KV cache
@@ -355,6 +357,7 @@ class DTPolicy:
         model = self._acting_model()
         use_cache = algo.config.kv_cache if kv_cache is None else kv_cache
         self.cache = DTKVCache(model, num_envs) if use_cache else None
+        self._cache_of = algo.num_updates  # the cache's fused embedding is of this model
         s, k, dev = algo.spaces, algo.config.context, algo.device
         n = num_envs
         self.states = torch.zeros(n, k, s.obs_dim, device=dev)  # normalized
@@ -395,7 +398,7 @@ class DTPolicy:
         self.raw_return_to_go[m] = float(target)
         self.t[m] = 0
         if self.cache is not None:
-            self.cache.reset(rows)
+            self.cache.reset(m)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, last_reward: np.ndarray) -> np.ndarray:
@@ -403,6 +406,8 @@ class DTPolicy:
         check_policy_inputs(obs, last_reward, self.num_envs, algo.spaces.obs_shape)
         started = self.t > 0  # a row's first step after reset has no previous reward
         self.raw_return_to_go[started] -= np.asarray(last_reward, np.float64)[started]
+        if self.cache is not None:
+            return self._act_cached(obs)
         for buf in self._buffers:  # newest step moves to K-1; same-size copy, no growth
             buf.copy_(buf.roll(-1, dims=1))
         dev = algo.device
@@ -418,13 +423,29 @@ class DTPolicy:
         model = self._acting_model()
         dt = self._dtype  # bf16: inputs cast here, the buffers stay fp32
         acts = self.actions if algo.spaces.discrete else self.actions.to(dt)
-        if self.cache is None:
-            full = bool(self.t.min() >= self.states.shape[1] - 1)  # no padded step left
-            pred = model.predict_last(self.states.to(dt), acts, self.returns_to_go.to(dt),
-                                      self.timesteps, self.mask, full)  # (N, A) or (N, n)
-        else:
-            pred = self.cache.step(acts[:, -2], self.returns_to_go[:, -1].to(dt),
-                                   self.states[:, -1].to(dt), torch.as_tensor(self.t, device=dev))
+        full = bool(self.t.min() >= self.states.shape[1] - 1)  # no padded step left
+        pred = model.predict_last(self.states.to(dt), acts, self.returns_to_go.to(dt),
+                                  self.timesteps, self.mask, full)  # (N, A) or (N, n)
+        return self._finish(pred)
+
+    def _act_cached(self, obs: np.ndarray) -> np.ndarray:
+        """The KV-cache step: only the new tokens' inputs are built (the cache holds the rest
+        of the context), so the window buffers are not shifted; `actions[:, -1]` still holds
+        each row's last action (a_{t-1} for this step; callers may overwrite it)."""
+        algo = self.algo
+        self._acting_model()  # remakes the bf16 copy (and the cache's model) after updates
+        if self._cache_of != algo.num_updates:  # the fp32 model was updated in place
+            self.cache.refresh_embedding()
+            self._cache_of = algo.num_updates
+        # Host arrays: the cache builds its inputs with numpy (a few us per op less).
+        state = algo.normalize_obs(np.asarray(obs, np.float32))
+        rtg = (self.raw_return_to_go / algo.resolved["return_scale"]).astype(np.float32)
+        pred = self.cache.step(self.actions[:, -1], rtg, state, self.t)
+        return self._finish(pred)
+
+    def _finish(self, pred: torch.Tensor) -> np.ndarray:
+        """Record the predicted action as the row's last and return it in env units."""
+        algo = self.algo
         pred = pred.float()  # no-op in fp32
         self.t += 1
         if algo.spaces.discrete:

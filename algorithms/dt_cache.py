@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,7 +33,13 @@ _EMPTY = -(2**62)  # slot_step of slots that hold no token of the current episod
 
 
 class DTKVCache:
-    """Per-layer keys/values (L, N, H, 3K, hd) plus the env step each slot belongs to."""
+    """Per-layer keys/values (L, N, H, 3K, hd) plus the env step each slot belongs to.
+
+    Per step the work outside the transformer blocks is a handful of kernels: slot steps,
+    window and mask are small host arrays (numpy, ~1 us an op where a torch op costs several),
+    the three value embeddings are one matmul with a block-diagonal weight over the
+    concatenated inputs (a_{t-1}, R_t, s_t; exact zeros elsewhere, so the same sums), and the
+    three timestep embeddings one lookup (about a tenth off an acting step at N=10)."""
 
     def __init__(self, model: DecisionTransformer, num_envs: int) -> None:
         attn = model.blocks[0].attn
@@ -41,22 +48,23 @@ class DTKVCache:
         slots = 3 * model.context
         dev = model.embed_ln.weight.device
         shape = (len(model.blocks), num_envs, nh, slots, d // nh)
-        self.model, self.num_envs, self.slots = model, num_envs, slots  # `model` setter
+        self.num_envs, self.slots = num_envs, slots
         dtype = model.embed_ln.weight.dtype  # bf16 for a bf16 acting copy
         self.keys = torch.zeros(shape, device=dev, dtype=dtype)
         self.values = torch.zeros(shape, device=dev, dtype=dtype)
-        self.slot_step = torch.full((num_envs, slots), _EMPTY, dtype=torch.int64, device=dev)
+        self.slot_step = np.full((num_envs, slots), _EMPTY, dtype=np.int64)  # host
         self.ptr = 0
-        # Per ring position of the new tokens: `hide` (3, 3K) hides from new token j the new
+        # Per ring position of the new tokens: `keep` (3, 3K) hides from new token j the new
         # tokens after it; `own` (3, 3K) marks its own slot (always visible, so the query of a
         # nonexistent a_{-1} stays finite, as the full model's padding queries do).
-        eye = torch.eye(slots, dtype=torch.bool, device=dev)
+        eye = np.eye(slots, dtype=bool)
         self.keep, self.own = [], []
         for p in range(0, slots, 3):
-            keep = torch.ones(3, slots, dtype=torch.bool, device=dev)
-            keep[:, p:p + 3] = torch.ones(3, 3, dtype=torch.bool).tril()
+            keep = np.ones((3, slots), dtype=bool)
+            keep[:, p:p + 3] = np.tri(3, dtype=bool)
             self.keep.append(keep)
             self.own.append(eye[p:p + 3])
+        self.model = model  # the setter takes the parameters out
 
     @property
     def model(self) -> DecisionTransformer:
@@ -67,43 +75,78 @@ class DTKVCache:
         """Also takes each block's parameters out of their modules once: `step` calls the
         functional ops directly, since ~20 nn.Module calls per step (hooks, attribute lookups)
         cost about a fifth of a one-env step. Optimizers and `load_state_dict` update
-        parameters in place, so the references stay current; a new model (the bf16 acting
-        copy) comes through this setter."""
+        parameters in place, so the references stay current (not the fused embedding weight,
+        a copy: see `refresh_embedding`); a new model (the bf16 acting copy) comes through
+        this setter."""
         self._model = model
         self._blocks = [_BlockParams(b) for b in model.blocks]
+        embeds = [model.embed_return, model.embed_state]
+        if not model.discrete:
+            embeds.insert(0, model.embed_action)
+        self._embeds = embeds
+        self.refresh_embedding()
 
-    def reset(self, rows: torch.Tensor) -> None:
+    def refresh_embedding(self) -> None:
+        """Drop the fused value-embedding weight (a copy): call after the model's parameters
+        changed in place (`DTPolicy` does, whenever the algorithm has been updated since;
+        torch's fused optimizers do not move version counters, so the cache cannot tell)."""
+        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _fused_embedding(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(len(embeds) * h, sum of input widths) block-diagonal weight and bias of the value
+        embeddings (a_{t-1} when continuous, R_t, s_t)."""
+        if self._fused is None:
+            h = self._embeds[0].weight.shape[0]
+            widths = [e.weight.shape[1] for e in self._embeds]
+            w = self._embeds[0].weight.new_zeros(h * len(widths), sum(widths))
+            col = 0
+            for j, (e, width) in enumerate(zip(self._embeds, widths, strict=True)):
+                w[j * h:(j + 1) * h, col:col + width] = e.weight
+                col += width
+            self._fused = w, torch.cat([e.bias for e in self._embeds])
+        return self._fused
+
+    def reset(self, rows: np.ndarray) -> None:
         """Forget everything cached for the envs in `rows` (bool (N,))."""
         self.slot_step[rows] = _EMPTY
 
-    def step(self, prev_action: torch.Tensor, rtg: torch.Tensor, state: torch.Tensor,
-             t: torch.Tensor) -> torch.Tensor:
+    def step(self, prev_action: torch.Tensor, rtg: np.ndarray, state: np.ndarray,
+             t: np.ndarray) -> torch.Tensor:
         """Act for every env: prev_action (N, A) or (N,) = a_{t-1} in model units (ignored
-        where t == 0), rtg (N,) scaled R_t, state (N, D) normalized s_t, t (N,) int64 steps
-        since reset -> prediction (N, A) or logits (N, n) from the s_t token."""
+        where t == 0), rtg (N,) scaled R_t, state (N, D) normalized s_t (both float32 host
+        arrays), t (N,) int64 steps since reset -> prediction (N, A) or logits (N, n) from
+        the s_t token."""
         m = self.model
         n = self.num_envs
+        dev, dtype = self.keys.device, self.keys.dtype
         last = m.embed_timestep.num_embeddings - 1  # later steps reuse the last embedding
-        e_now = m.embed_timestep(t.clamp(max=last))  # (N, h)
-        x = torch.stack([
-            m.embed_action(prev_action) + m.embed_timestep((t - 1).clamp(0, last)),
-            m.embed_return(rtg.unsqueeze(-1)) + e_now,
-            m.embed_state(state) + e_now,
-        ], dim=1)  # (N, 3, h): a_{t-1}, R_t, s_t
-        x = m.embed_ln(x)
+        # Timesteps of a_{t-1}, R_t, s_t; values: one matmul over [a_{t-1}, R_t, s_t].
+        steps = np.minimum(np.stack([np.maximum(t - 1, 0), t, t], axis=1), last)  # (N, 3)
+        e_time = F.embedding(torch.from_numpy(steps).to(dev), m.embed_timestep.weight)
+        w, bias = self._fused_embedding()
+        if m.discrete:
+            inputs = np.concatenate([rtg[:, None], state], axis=1)
+            rs = F.linear(torch.from_numpy(inputs).to(dev, dtype), w, bias).view(n, 2, -1)
+            act = F.embedding(prev_action, m.embed_action.weight).unsqueeze(1)
+            values = torch.cat([act, rs], dim=1)
+        else:
+            inputs = np.concatenate([prev_action.cpu().numpy(), rtg[:, None], state], axis=1)
+            values = F.linear(torch.from_numpy(inputs).to(dev, dtype), w, bias).view(n, 3, -1)
+        ln = m.embed_ln
+        x = F.layer_norm(values + e_time, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        # x: (N, 3, h), tokens a_{t-1}, R_t, s_t
         new = slice(self.ptr, self.ptr + 3)
-        self.slot_step[:, new] = torch.stack(
-            [torch.where(t > 0, t - 1, _EMPTY), t, t], dim=1)
+        self.slot_step[:, new] = np.stack([np.where(t > 0, t - 1, _EMPTY), t, t], axis=1)
         # Keys of env n's last K steps (the reference's window); (N, 1, 3, 3K) with the
         # causal order among the new tokens and each query allowed to see itself.
-        window = self.slot_step > (t - m.context).unsqueeze(1)  # (N, 3K)
+        window = self.slot_step > (t - m.context)[:, None]  # (N, 3K)
         # Old slots all hold earlier tokens: only the new ones need a causal order.
         p = self.ptr // 3
-        allowed = ((window.unsqueeze(1) & self.keep[p]) | self.own[p]).unsqueeze(1)  # (N,1,3,3K)
+        allowed = (window[:, None, :] & self.keep[p]) | self.own[p]  # (N, 3, 3K)
         # As an additive float mask once, for all blocks: a bool mask is converted by every
         # SDPA call (one `where` each, a tenth of a one-env step); same values, same result.
-        allowed = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(
-            ~allowed, float("-inf"))
+        mask = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+        allowed_bias = torch.from_numpy(mask).to(dev, dtype).unsqueeze(1)  # (N, 1, 3, 3K)
         last = len(self._blocks) - 1
         d = x.shape[-1]
         norm = (d,)
@@ -114,17 +157,18 @@ class DTKVCache:
             self.keys[i, :, :, new] = k  # (N, H, 3, hd)
             self.values[i, :, :, new] = v
             if i == last:  # later steps need a_{t-1}'s and R_t's keys/values, not outputs
-                q, x, mask = q[:, :, 2:], x[:, 2:], allowed[:, :, 2:]
+                q, x, attn_mask = q[:, :, 2:], x[:, 2:], allowed_bias[:, :, 2:]
             else:
-                mask = allowed
+                attn_mask = allowed_bias
             y = F.scaled_dot_product_attention(q, self.keys[i], self.values[i],
-                                               attn_mask=mask)  # (N, H, 3 or 1, hd)
+                                               attn_mask=attn_mask)  # (N, H, 3 or 1, hd)
             x = x + F.linear(y.transpose(1, 2).reshape(n, -1, d), b.out_w, b.out_b)
             h = b.activation(F.linear(F.layer_norm(x, norm, b.ln2_w, b.ln2_b, b.ln2_eps),
                                       b.fc_w, b.fc_b))
             x = x + F.linear(h, b.proj_w, b.proj_b)
         self.ptr = (self.ptr + 3) % self.slots
-        return m._head(m.ln_f(x[:, -1]))
+        ln = m.ln_f
+        return m._head(F.layer_norm(x[:, -1], ln.normalized_shape, ln.weight, ln.bias, ln.eps))
 
 
 class _BlockParams:
