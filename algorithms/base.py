@@ -23,6 +23,7 @@ from torch import nn
 from offrl.datasets.core import EpisodeDataset
 from offrl.datasets.normalizer import Normalizer
 from offrl.envs.facts import EnvFacts, find_env_facts
+from offrl.nn import merge_zero_decay_groups
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,10 @@ class OfflineAlgorithm:
                 raise ValueError(f"checkpoint {group} {sorted(state[group])} do not match "
                                  f"{sorted(live)}")
             for k, obj in live.items():
-                obj.load_state_dict(state[group][k])
+                saved = state[group][k]
+                if group == "optimizers":  # checkpoints from before one-group zero decay
+                    saved = merge_zero_decay_groups(saved, len(obj.param_groups))
+                obj.load_state_dict(saved)
         self.num_updates = int(state["num_updates"])
 
     # ---- helpers for subclasses ----------------------------------------------------------------

@@ -11,9 +11,9 @@ from torch import nn
 
 from offrl.algorithms.base import FeedForwardPolicy, OfflineAlgorithm
 from offrl.datasets.core import EpisodeDataset
-from offrl.datasets.samplers import TransitionSampler
+from offrl.datasets.samplers import StateActionSampler
 from offrl.nn import mlp, optimizer_kwargs, weight_decay_groups
-from offrl.types import TransitionBatch
+from offrl.types import StateActionBatch, TransitionBatch
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -88,8 +88,8 @@ class BC(OfflineAlgorithm):
             weight_decay_groups(self.policy_net, c.weight_decay), lr=c.learning_rate,
             **optimizer_kwargs(self.device))}
 
-    def make_sampler(self, dataset: EpisodeDataset, seed: int) -> TransitionSampler:
-        return TransitionSampler(dataset, self.config.batch_size, seed, self.device)
+    def make_sampler(self, dataset: EpisodeDataset, seed: int) -> StateActionSampler:
+        return StateActionSampler(dataset, self.config.batch_size, seed, self.device)
 
     def _head(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, obs_dim) normalized -> tanh mean (B, A) and log-std (B, A), or logits (B, n)."""
@@ -101,7 +101,7 @@ class BC(OfflineAlgorithm):
             return torch.tanh(mean), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         return torch.tanh(out), None
 
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
+    def update(self, batch: StateActionBatch | TransitionBatch) -> dict[str, float]:
         self.train_mode()
         obs = self.normalize_obs(batch.observations)
         pred, log_std = self._head(obs)
@@ -138,5 +138,5 @@ class PercentBC(BC):
             raise TypeError(f"PercentBC needs a PercentBCConfig, got {type(config).__name__}")
         return super().from_dataset(config, dataset.top_fraction(config.top_fraction), device)
 
-    def make_sampler(self, dataset: EpisodeDataset, seed: int) -> TransitionSampler:
+    def make_sampler(self, dataset: EpisodeDataset, seed: int) -> StateActionSampler:
         return super().make_sampler(dataset.top_fraction(self.config.top_fraction), seed)

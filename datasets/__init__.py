@@ -3,7 +3,7 @@
 from offrl.datasets.core import DatasetError, DatasetMeta, EpisodeDataset, returns_to_go
 from offrl.datasets.loading import SOURCE_HELP, load_dataset
 from offrl.datasets.normalizer import Normalizer
-from offrl.datasets.samplers import SequenceSampler, TransitionSampler
+from offrl.datasets.samplers import SequenceSampler, StateActionSampler, TransitionSampler
 
 __all__ = [
     "SOURCE_HELP",
@@ -12,6 +12,7 @@ __all__ = [
     "EpisodeDataset",
     "Normalizer",
     "SequenceSampler",
+    "StateActionSampler",
     "TransitionSampler",
     "load_dataset",
     "returns_to_go",

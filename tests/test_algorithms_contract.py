@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import io
 import math
@@ -15,7 +16,7 @@ import torch
 from offrl.algorithm import Algorithm, Policy
 from offrl.algorithms import ALGORITHMS, CQL, ContinuousCQL, DiscreteCQL
 from offrl.datasets import SequenceSampler, TransitionSampler
-from offrl.types import SequenceBatch, TransitionBatch
+from offrl.types import SequenceBatch, StateActionBatch, TransitionBatch
 from tests.algo_helpers import tiny_config, tiny_dataset
 
 NAMES = sorted(ALGORITHMS)
@@ -138,7 +139,8 @@ def test_update_returns_finite_metrics_and_changes_parameters(name, kind):
     before = params(algo)
     for _ in range(3):
         batch = sampler.sample()
-        assert isinstance(batch, SequenceBatch if name == "dt" else TransitionBatch)
+        want_batch = {"dt": SequenceBatch, "cql": TransitionBatch}.get(name, StateActionBatch)
+        assert isinstance(batch, want_batch)
         metrics = algo.update(batch)
         assert metrics and all(type(v) is float and math.isfinite(v) for v in metrics.values())
         assert LOSS_KEY[name] in metrics and not any(k.startswith("train/") for k in metrics)
@@ -207,6 +209,25 @@ def test_checkpoint_round_trip_acts_and_resumes_identically(name, kind):
     torch.manual_seed(5)
     m2 = restored.update(batch)
     assert m1 == m2
+    p1, p2 = params(algo), params(restored)
+    assert all(torch.equal(p1[k], p2[k]) for k in p1)
+
+
+def test_checkpoint_with_two_zero_decay_optimizer_groups_still_resumes():
+    # Before weight_decay_groups gave one group at weight decay 0, BC saved two (weights,
+    # then the rest): such a checkpoint resumes exactly like one saved now.
+    algo, _, sampler = trained("bc", "continuous", 4)
+    state = copy.deepcopy(algo.state_dict())  # no tensor shared with the live optimizer
+    opt = state["optimizers"]["policy"]
+    (group,) = opt["param_groups"]
+    decay = [i for i, (n, _) in enumerate(algo.policy_net.named_parameters())
+             if n.endswith("weight")]
+    assert group["params"][:len(decay)] == list(range(len(decay)))  # weights come first
+    old = {**opt, "param_groups": [{**group, "params": group["params"][:len(decay)]},
+                                   {**group, "params": group["params"][len(decay):]}]}
+    restored = type(algo).from_state_dict({**state, "optimizers": {"policy": old}})
+    batch = sampler.sample()
+    assert algo.update(batch) == restored.update(batch)
     p1, p2 = params(algo), params(restored)
     assert all(torch.equal(p1[k], p2[k]) for k in p1)
 

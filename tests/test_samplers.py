@@ -6,9 +6,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offrl.datasets import EpisodeDataset, Normalizer, SequenceSampler, TransitionSampler
+from offrl.datasets import (
+    EpisodeDataset,
+    Normalizer,
+    SequenceSampler,
+    StateActionSampler,
+    TransitionSampler,
+)
 from offrl.datasets.core import DatasetMeta
 from offrl.datasets.d4rl import from_flat
+from offrl.types import StateActionBatch
 from tests.data_helpers import flat_d4rl, random_episodes
 
 
@@ -86,6 +93,18 @@ def test_transitions_match_flat_d4rl(structure, with_next, seed):
             np.testing.assert_array_equal(batch.next_observations[b].numpy(), true_next[g])
     # Steps whose successor is unknown (time-out ends without next_observations) are excluded.
     assert sampler.num_transitions == expected
+
+
+def test_state_action_sampler_draws_the_transition_samplers_pairs():
+    # BC's sampler: the same transitions from the same seed, only (s, a) gathered.
+    ds = _dataset()
+    full, pairs = TransitionSampler(ds, 16, seed=5), StateActionSampler(ds, 16, seed=5)
+    for _ in range(3):
+        x, y = full.sample(), pairs.sample()
+        assert isinstance(y, StateActionBatch) and len(y) == 16
+        assert torch.equal(x.observations, y.observations) and torch.equal(x.actions, y.actions)
+    with pytest.raises(ValueError, match="actions has batch size 3"):
+        StateActionBatch(observations=torch.zeros(4, 2), actions=torch.zeros(3, 1))
 
 
 def test_samplers_are_reproducible_and_resumable():
