@@ -25,6 +25,7 @@ their newest checkpoint (`offrl train --resume`, exact) and starts the others ag
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -104,6 +105,7 @@ class Run:
     record: Path  # JSON: command, exit code, wall time (written at start, refreshed, final at end)
     eval_every: int = 0
     config: str | None = None
+    config_sha256: str | None = None  # of the config file's content when planned
     proc: subprocess.Popen | None = None
     log_file: TextIO | None = None
     started: float | None = None
@@ -204,6 +206,8 @@ def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
         if base is not None and base.algo != algo:
             raise CompareError(f"config '{configs[algo]}' is for algo '{base.algo}', not '{algo}'")
         steps[algo] = s.steps or (base or RunConfig).total_steps
+    digests = {algo: (hashlib.sha256(Path(p).read_bytes()).hexdigest() if p is not None
+                      else None) for algo, p in configs.items()}
 
     runs = []
     for seed in range(s.first_seed, s.first_seed + s.seeds):
@@ -228,7 +232,8 @@ def plan_runs(plan: DatasetPlan, folder: Path, threads: int) -> list[Run]:
             cmd += ["--run-dir", str(run_dir), "--num-threads", str(threads), "--no-progress"]
             runs.append(Run(plan.name, algo, seed, steps[algo], cmd, run_dir,
                             *run_log_files(folder, algo, seed), eval_every=eval_every,
-                            config=str(configs[algo]) if configs[algo] else None))
+                            config=str(configs[algo]) if configs[algo] else None,
+                            config_sha256=digests[algo]))
     return runs
 
 
@@ -376,7 +381,8 @@ def _start(run: Run, threads: int) -> None:
 def _write_record(run: Run, code: int | None) -> None:
     run.wall_s = run.earlier_wall_s + time.time() - (run.started or time.time())
     tmp = run.record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"command": run.command, "returncode": code,
+    tmp.write_text(json.dumps({"command": run.command, "config_sha256": run.config_sha256,
+                               "returncode": code,
                                "wall_s": run.wall_s, "started": run.started,
                                "interrupted": run.interrupted,
                                "resumed": run.resume_from is not None}, indent=1) + "\n",
@@ -512,22 +518,36 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _identity(command: Sequence[str]) -> list[str]:
+def _identity(command: Sequence[str], config_sha256: str | None = None) -> list[str]:
     """What makes two run commands the same run: neither the interpreter's path nor the
-    thread count (they change nothing learned beyond floating-point noise)."""
+    thread count (they change nothing learned beyond floating-point noise); with a config
+    digest, the config file's content instead of its path."""
     words = list(command[1:])
     if "--num-threads" in words:
         i = words.index("--num-threads")
         del words[i:i + 2]
+    if config_sha256 is not None and "--config" in words:
+        i = words.index("--config")
+        words[i + 1] = f"sha256:{config_sha256}"
     return words
+
+
+def same_run(record: dict[str, Any] | None, run: Run) -> bool:
+    """Whether a run record describes `run` as planned now. Records that hold the config's
+    digest compare contents: a renamed config is the same run, an edited one is not (its
+    run starts over). Older records, without it, compare the config's path."""
+    if record is None:
+        return False
+    digest = record.get("config_sha256")
+    return (_identity(record.get("command") or (), digest)
+            == _identity(run.command, run.config_sha256 if digest is not None else None))
 
 
 def finished_earlier(run: Run) -> bool:
     """--resume skips a run whose record shows the same command and whose summary.json says
     it finished all its steps."""
     record, summary = _read(run.record), _read(run.run_dir / "summary.json")
-    return (record is not None and summary is not None
-            and _identity(record.get("command") or ()) == _identity(run.command)
+    return (record is not None and summary is not None and same_run(record, run)
             and record.get("returncode") == 0
             and summary.get("status") == "finished"
             and summary.get("step") == run.total_steps)
@@ -540,7 +560,7 @@ def resume_point(run: Run) -> tuple[Path | None, float, int]:
     from offrl.checkpoint import periodic_checkpoints
 
     record, summary = _read(run.record), _read(run.run_dir / "summary.json")
-    if record is None or _identity(record.get("command") or ()) != _identity(run.command):
+    if not same_run(record, run):
         return None, 0.0, 0
     if (summary or {}).get("status") == "diverged":
         return None, 0.0, 0
@@ -581,10 +601,17 @@ def run_compare(plans: list[DatasetPlan], opts: CompareOptions,
         print(f"loading {p.dataset} ...", file=stream, flush=True)
         descriptions[p.name] = compare_report.describe_dataset(p.dataset, p.env)
     prepare_out(out, opts.force, opts.resume)
+    changed = []
     for run in runs:
         run.skipped = opts.resume and finished_earlier(run)
         if opts.resume and not run.skipped:
             run.resume_from, run.earlier_wall_s, run.base_step = resume_point(run)
+            record = _read(run.record)
+            if record is not None and not same_run(record, run):
+                changed.append(run.label)
+    if changed:
+        print(f"  {len(changed)} run(s) start over: their command or config content changed "
+              f"since they ran ({', '.join(changed)})", file=stream, flush=True)
     tmp = out / (PLAN_FILE + ".tmp")
     tmp.write_text(json.dumps(plan_dict(plans, runs, opts.argv, opts.suite), indent=1) + "\n",
                    encoding="utf-8")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
-import copy
 import inspect
 import io
 import math
 import textwrap
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -217,7 +217,7 @@ def test_checkpoint_with_two_zero_decay_optimizer_groups_still_resumes():
     # Before weight_decay_groups gave one group at weight decay 0, BC saved two (weights,
     # then the rest): such a checkpoint resumes exactly like one saved now.
     algo, _, sampler = trained("bc", "continuous", 4)
-    state = copy.deepcopy(algo.state_dict())  # no tensor shared with the live optimizer
+    state = deepcopy(algo.state_dict())  # no tensor shared with the live optimizer
     opt = state["optimizers"]["policy"]
     (group,) = opt["param_groups"]
     decay = [i for i, (n, _) in enumerate(algo.policy_net.named_parameters())

@@ -426,6 +426,36 @@ def test_resume_point(tmp_path) -> None:
     assert resume_point(run) == (None, 0.0, 0)
 
 
+def test_resume_compares_config_contents_not_paths(tmp_path) -> None:
+    # An edited config under the same name is another run (it starts over); a renamed one
+    # with the same content is the same run; records from before digests compare paths.
+    def plan(config: Path) -> Run:
+        settings = Settings(algos=("bc",), seeds=1, config=(f"bc={config}",)).over(DEFAULTS)
+        (run,) = plan_runs(DatasetPlan("d", "data.hdf5", None, settings), tmp_path / "o", 1)
+        return run
+
+    old = tmp_path / "bc.yaml"
+    old.write_text(dump_yaml(RunConfig(algo="bc", total_steps=40)))
+    run = plan(old)
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "summary.json").write_text(json.dumps({"status": "finished", "step": 40}))
+    run.record.parent.mkdir(parents=True, exist_ok=True)
+    _write_record(run, 0)
+    assert finished_earlier(run)
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_bytes(old.read_bytes())
+    moved = plan(renamed)
+    assert moved.command != run.command and finished_earlier(moved)
+    old.write_text(dump_yaml(RunConfig(algo="bc", total_steps=40, seed=3)))  # edited in place
+    edited = plan(old)
+    assert edited.command == run.command and not finished_earlier(edited)
+    assert resume_point(edited) == (None, 0.0, 0)
+    record = json.loads(run.record.read_text())
+    del record["config_sha256"]  # a record written before digests: the path decides
+    run.record.write_text(json.dumps(record))
+    assert finished_earlier(edited) and not finished_earlier(moved)
+
+
 def test_a_killed_comparison_resumes_from_checkpoints(tmp_path) -> None:
     # The orchestrator itself may be SIGKILLed (a machine's session ending): the record it
     # wrote when the run started must be enough for --resume to continue from a checkpoint.
