@@ -361,14 +361,20 @@ def attention_bias(attn_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _AttentionFunction(torch.autograd.Function):
-    """The attention of `attention_with_dropout` with a hand-written backward, in float32.
+    """The attention of `attention_with_dropout` with a hand-written backward.
 
     Why not autograd of the same ops: under bf16 autocast (which the trainer keeps on
     through `backward`) the backward of an fp32 `bmm` is itself autocast, so each backward
-    matmul cast its fp32 operands to bf16 and back, ~10 casts per block that also made the
-    attention gradients bf16. Here forward and backward run with autocast off, in float32,
-    and the backward reuses the saved weights: dV = Wd^T dY, dW = (dY V^T) * M,
-    dS = W * (dW - rowsum(dW * W)) (softmax backward), dQ = a dS K, dK = a dS^T Q.
+    matmul cast its fp32 operands to bf16 and back, ~10 casts per block. Here forward and
+    backward run with autocast off and the backward reuses the saved weights: dV = Wd^T dY,
+    dW = (dY V^T) * M, dS = W * (dW - rowsum(dW * W)) (softmax backward), dQ = a dS K,
+    dK = a dS^T Q.
+
+    Precision: float32 (or float64) inputs run in their own dtype throughout. bf16/fp16
+    inputs (qkv from a linear under autocast) run the five matmuls in that dtype, as
+    autocast runs every matmul, with the scores' scale, mask, softmax, dropout mask and
+    softmax backward in float32: what GPU mixed precision does for attention. Upcasting q, k
+    and v to float32 instead cost a fifth of a bf16 DT update (the casts and fp32 matmuls).
     """
 
     @staticmethod
@@ -378,25 +384,29 @@ class _AttentionFunction(torch.autograd.Function):
         d, h = d3 // 3, num_heads
         hd = d // h
         alpha = 1.0 / math.sqrt(hd)
+        low = qkv.dtype in (torch.bfloat16, torch.float16)
+        soft = torch.float32 if low else qkv.dtype  # softmax and mask precision
         with torch.autocast(qkv.device.type, enabled=False):
-            x = qkv.float() if qkv.dtype in (torch.bfloat16, torch.float16) else qkv
             if h == 1:
-                q, k, v = x.split(d, dim=-1)  # (B, L, d) strided views, read in place
+                q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place
             else:  # (B*H, L, hd): head-major copies
-                q, k, v = x.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4).reshape(
+                q, k, v = qkv.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4).reshape(
                     3, b * h, length, hd)
-            weights = torch.baddbmm(bias.to(x.dtype), q, k.transpose(1, 2), alpha=alpha)
-            weights = weights.softmax(dim=-1)  # (B*H, L, L)
+            if low:  # matmul in qkv's dtype, the scale and mask in float32
+                scores = torch.bmm(q, k.transpose(1, 2)).float().mul_(alpha).add_(bias.float())
+            else:
+                scores = torch.baddbmm(bias.to(soft), q, k.transpose(1, 2), alpha=alpha)
+            weights = scores.softmax(dim=-1)  # (B*H, L, L)
             mask, scale = dropout_mask(weights.shape, p, weights.dtype, weights.device,
                                        generator)
-            mask.mul_(scale)  # fp32 (or fp64): the scale folded into the mask
-            dropped = weights * mask
+            mask.mul_(scale)  # the scale folded into the mask
+            dropped = (weights * mask).to(qkv.dtype)
             y = torch.bmm(dropped, v)  # (B*H, L, hd)
         ctx.save_for_backward(q, k, v, weights, dropped, mask)
-        ctx.shape, ctx.num_heads, ctx.alpha, ctx.in_dtype = qkv.shape, h, alpha, qkv.dtype
+        ctx.shape, ctx.num_heads, ctx.alpha = qkv.shape, h, alpha
         if h > 1:
             y = y.view(b, h, length, hd).transpose(1, 2).reshape(b, length, d)
-        return y.to(qkv.dtype)  # (B, L, d)
+        return y  # (B, L, d) in qkv's dtype
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -409,9 +419,9 @@ class _AttentionFunction(torch.autograd.Function):
             g = g.to(q.dtype)
             if h > 1:
                 g = g.view(b, length, h, d // h).transpose(1, 2).reshape(b * h, length, d // h)
-            dw = torch.bmm(g, v.transpose(1, 2)).mul_(mask)  # (B*H, L, L)
+            dw = torch.bmm(g, v.transpose(1, 2)).to(weights.dtype).mul_(mask)  # (B*H, L, L)
             ds = torch.ops.aten._softmax_backward_data(dw, weights, -1, weights.dtype)
-            ds.mul_(ctx.alpha)
+            ds = ds.mul_(ctx.alpha).to(q.dtype)
             dq = torch.bmm(ds, k)  # (B*H, L, hd)
             dk = torch.bmm(ds.transpose(1, 2), q)
             dv = torch.bmm(dropped.transpose(1, 2), g)
@@ -420,7 +430,7 @@ class _AttentionFunction(torch.autograd.Function):
             else:
                 dqkv = torch.stack([dq, dk, dv]).view(3, b, h, length, d // h).permute(
                     1, 3, 0, 2, 4).reshape(b, length, d3)
-        return dqkv.to(ctx.in_dtype), None, None, None, None
+        return dqkv, None, None, None, None
 
 
 def attention_with_dropout(
@@ -437,9 +447,9 @@ def attention_with_dropout(
     to its math path, which copies q, k and v out of the strided qkv view, converts the
     mask and draws a Bernoulli mask per weight. Here, with one head, q, k and v are read in
     place by `baddbmm`/`bmm` (strided operands need no copy), the dropout mask is cheap
-    (`dropout_mask`), and the backward is written out (`_AttentionFunction`). Numerics: the
-    attention runs in float32 also for bf16/fp16 inputs, forward (as SDPA's math path) and
-    backward (SDPA's backward under autocast ran its matmuls in bf16).
+    (`dropout_mask`), and the backward is written out (`_AttentionFunction`). Numerics: for
+    bf16/fp16 inputs the matmuls run in that dtype, the scale, mask, softmax and dropout in
+    float32 (see `_AttentionFunction`).
     """
     b, length, d3 = qkv.shape
     h = num_heads

@@ -159,9 +159,10 @@ def test_attention_dropout_applies_one_mask_to_the_weights(heads):
     torch.testing.assert_close(qkv.grad, ref_in.grad)
 
 
-def test_attention_module_bf16_autocast_keeps_float32_attention():
-    """Under autocast qkv is bf16; the weights are computed in fp32 (as SDPA's math path
-    does), so the training path without dropout equals the eval SDPA path closely."""
+def test_attention_module_bf16_autocast_matches_the_eval_path():
+    """Under autocast qkv is bf16; the matmuls run in bf16 and the softmax in fp32 (as
+    SDPA's kernels do), so the training path without dropout equals the eval SDPA path
+    closely."""
     torch.manual_seed(0)
     attn = CausalSelfAttention(16, 2, dropout=0.1)
     x = torch.randn(2, 12, 16)
