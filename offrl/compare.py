@@ -381,8 +381,9 @@ def _start(run: Run, threads: int) -> None:
 def _write_record(run: Run, code: int | None) -> None:
     run.wall_s = run.earlier_wall_s + time.time() - (run.started or time.time())
     tmp = run.record.with_suffix(".json.tmp")
+    pid = run.proc.pid if run.proc is not None else None
     tmp.write_text(json.dumps({"command": run.command, "config_sha256": run.config_sha256,
-                               "returncode": code,
+                               "pid": pid, "returncode": code,
                                "wall_s": run.wall_s, "started": run.started,
                                "interrupted": run.interrupted,
                                "resumed": run.resume_from is not None}, indent=1) + "\n",
@@ -518,6 +519,26 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def live_runs(runs: Sequence[Run]) -> list[str]:
+    """Runs whose record names a trainer process that is still alive and training that run.
+    Trainers run in their own process sessions, so an `offrl compare` killed outright leaves
+    them running; a second one must not resume or delete their folders meanwhile. Liveness is
+    read from /proc (where there is none, a process is taken to be gone)."""
+    found = []
+    for run in runs:
+        record = _read(run.record) or {}
+        pid = record.get("pid")
+        if record.get("returncode") is not None or not isinstance(pid, int):
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run.run_dir).encode() in argv:
+            found.append(f"{run.label} (pid {pid})")
+    return found
+
+
 def _identity(command: Sequence[str], config_sha256: str | None = None) -> list[str]:
     """What makes two run commands the same run: neither the interpreter's path nor the
     thread count (they change nothing learned beyond floating-point noise); with a config
@@ -600,6 +621,10 @@ def run_compare(plans: list[DatasetPlan], opts: CompareOptions,
     for p in plans:
         print(f"loading {p.dataset} ...", file=stream, flush=True)
         descriptions[p.name] = compare_report.describe_dataset(p.dataset, p.env)
+    if (opts.force or opts.resume) and (live := live_runs(runs)):
+        raise CompareError(f"{len(live)} run(s) of the earlier comparison in '{out}' are still "
+                           f"training: {', '.join(live)}; wait for them or stop them (kill "
+                           f"PID) before --resume or --force")
     prepare_out(out, opts.force, opts.resume)
     changed = []
     for run in runs:

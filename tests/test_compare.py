@@ -26,6 +26,7 @@ from offrl.compare import (
     _write_record,
     config_paths,
     finished_earlier,
+    live_runs,
     load_suite,
     plan_runs,
     prepare_out,
@@ -424,6 +425,33 @@ def test_resume_point(tmp_path) -> None:
     assert resume_point(run)[0] == run.run_dir  # same run: interpreter, threads do not count
     run.command = [*run.command[:-3], "1"]  # another plan: its old folder does not count
     assert resume_point(run) == (None, 0.0, 0)
+
+
+def test_live_runs_finds_trainers_an_earlier_comparison_left_running(tmp_path) -> None:
+    import subprocess
+
+    run = Run("d", "bc", 0, 100, ["python"], tmp_path / "run", tmp_path / "log",
+              tmp_path / "record.json")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             str(run.run_dir)])
+    try:
+        run.record.write_text(json.dumps({"command": [], "pid": proc.pid, "returncode": None}))
+        deadline = time.time() + 10  # until the child has exec'd (its cmdline is its own)
+        while not live_runs([run]) and time.time() < deadline:
+            time.sleep(0.05)
+        assert live_runs([run]) == [f"d/bc/seed0 (pid {proc.pid})"]
+        run.record.write_text(json.dumps({"command": [], "pid": proc.pid, "returncode": 0}))
+        assert live_runs([run]) == []  # it finished (per the record)
+        other = Run("d", "bc", 1, 100, ["python"], tmp_path / "other", tmp_path / "log1",
+                    tmp_path / "record1.json")
+        other.record.write_text(json.dumps({"command": [], "pid": proc.pid,
+                                            "returncode": None}))
+        assert live_runs([other]) == []  # a live pid that trains another run: reused pid
+    finally:
+        proc.kill()
+        proc.wait()
+    run.record.write_text(json.dumps({"command": [], "pid": proc.pid, "returncode": None}))
+    assert live_runs([run]) == []  # gone
 
 
 def test_resume_compares_config_contents_not_paths(tmp_path) -> None:
