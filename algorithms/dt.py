@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -368,6 +369,9 @@ class DTPolicy:
         self.mask = torch.zeros(n, k, dtype=torch.bool, device=dev)
         self.raw_return_to_go = np.zeros(n, dtype=np.float64)  # unscaled, per env
         self.t = np.zeros(n, dtype=np.int64)  # steps taken since the row's reset
+        # For inspection: called with each act's raw prediction, (N, A) in [-1, 1] or
+        # logits (N, n), float32, before the action is chosen (experiments/decision_margins.py).
+        self.on_prediction: Callable[[torch.Tensor], None] | None = None
         self.reset(np.ones(n, dtype=bool))
 
     def _acting_model(self) -> DecisionTransformer:
@@ -447,6 +451,8 @@ class DTPolicy:
         """Record the predicted action as the row's last and return it in env units."""
         algo = self.algo
         pred = pred.float()  # no-op in fp32
+        if self.on_prediction is not None:
+            self.on_prediction(pred)
         self.t += 1
         if algo.spaces.discrete:
             action = pred.argmax(dim=-1)  # (N,)
