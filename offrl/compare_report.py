@@ -221,6 +221,23 @@ def aggregate(runs: Sequence[dict[str, Any]], algos: Sequence[str],
     return out
 
 
+def differences(aggregated: dict[str, Any], level: float = 0.95) -> list[dict[str, Any]]:
+    """Every pair of algorithms (in the listed order): the difference of their mean final
+    and last-3 scores over seeds with Welch's `level` interval (None below two seeds a side).
+    """
+    from offrl.stats import welch_interval
+
+    names = list(aggregated)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            out.append({"a": a, "b": b, **{
+                key: welch_interval(aggregated[a][key]["values"], aggregated[b][key]["values"],
+                                    level)
+                for key in ("final_score", "last_score")}})
+    return out
+
+
 # ---- building a dataset's section ------------------------------------------------------------
 
 
@@ -269,7 +286,8 @@ def build_section(plan: Any, runs: Sequence[Any], description: dict[str, Any]) -
                        for a in algos},
         "eval_targets": targets,
         "rewards": sorted({r["reward"] for r in records if r["reward"]}),
-        "algos": aggregate(records, algos, metric), "runs": records, "warnings": warnings,
+        "algos": (agg := aggregate(records, algos, metric)), "differences": differences(agg),
+        "runs": records, "warnings": warnings,
     }
 
 
@@ -448,6 +466,24 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
         "share" + (f" (steps dropped: {dropped})" if dropped else "") + ".",
         "",
     ]
+    diff_rows = []
+    for pair in section.get("differences", []):
+        cells = []
+        for key in ("final_score", "last_score"):
+            w = pair[key]
+            cells.append("-" if w is None else
+                         f"{w['diff'] * scale:+.{digits}f} [{w['low'] * scale:+.{digits}f}, "
+                         f"{w['high'] * scale:+.{digits}f}]"
+                         + (" *" if w["low"] > 0 or w["high"] < 0 else ""))
+        diff_rows.append([f"{_label(pair['a'])} - {_label(pair['b'])}", *cells])
+    if diff_rows:
+        parts += ["## Differences between algorithms", "",
+                  _table(["pair", f"final {label}", f"last-{LAST_EVALS} {label}"], diff_rows),
+                  "",
+                  "Difference of the two algorithms' means over seeds, with Welch's 95% "
+                  "interval (unequal variances; assumes normal seed-to-seed variation). * marks "
+                  "an interval that excludes 0. With 3 seeds a side the intervals are wide: a "
+                  "difference without * is not established either way.", ""]
     if target_rows:
         parts += ["## Return conditioning", "",
                   "Final evaluation at each target return (same episodes), mean ± std over "
