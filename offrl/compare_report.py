@@ -470,11 +470,7 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
     for pair in section.get("differences", []):
         cells = []
         for key in ("final_score", "last_score"):
-            w = pair[key]
-            cells.append("-" if w is None else
-                         f"{w['diff'] * scale:+.{digits}f} [{w['low'] * scale:+.{digits}f}, "
-                         f"{w['high'] * scale:+.{digits}f}]"
-                         + (" *" if w["low"] > 0 or w["high"] < 0 else ""))
+            cells.append(_interval_text(pair[key], scale, digits))
         diff_rows.append([f"{_label(pair['a'])} - {_label(pair['b'])}", *cells])
     if diff_rows:
         parts += ["## Differences between algorithms", "",
@@ -531,6 +527,28 @@ def write_section(section: dict[str, Any], ctx: dict[str, Any], folder: Path) ->
     _write(folder / "report.md", render_section(section, ctx))
 
 
+def _interval_text(w: dict[str, Any] | None, scale: float, digits: int) -> str:
+    if w is None:
+        return "-"
+    star = " *" if w["low"] > 0 or w["high"] < 0 else ""
+    return (f"{w['diff'] * scale:+.{digits}f} [{w['low'] * scale:+.{digits}f}, "
+            f"{w['high'] * scale:+.{digits}f}]{star}")
+
+
+def _pair_cell(section: dict[str, Any], a: str, b: str, stat: str) -> str:
+    """a - b of one dataset's `stat` with its interval, from the section's differences."""
+    scale, digits = _scale(section["metric"]), 1 if section["metric"] != "return_mean" else 2
+    for pair in section.get("differences", []):
+        if (pair["a"], pair["b"]) == (a, b):
+            return _interval_text(pair[stat], scale, digits)
+        if (pair["a"], pair["b"]) == (b, a):
+            w = pair[stat]
+            flipped = None if w is None else {**w, "diff": -w["diff"], "low": -w["high"],
+                                                "high": -w["low"]}
+            return _interval_text(flipped, scale, digits)
+    return "-"
+
+
 def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path,
                 suite_text: str | None = None) -> None:
     """Top-level report of a suite: one row per dataset, one column per algorithm (final
@@ -548,10 +566,16 @@ def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path,
                 if agg and agg["finished"] < agg["runs"]:
                     cell += f" ({agg['finished']}/{agg['runs']} seeds)"
                 cells.append(cell)
+            if versus:
+                cells.append(_pair_cell(s, *versus, stat))
             steps = "/".join(str(v) for v in dict.fromkeys(s["total_steps"].values()) if v)
             rows.append([f"[{s['name']}]({s['name']}/report.md)", s["metric_label"], steps,
                          *cells])
-        return _table(["dataset", "score", "steps", *(_label(a) for a in algos)], rows)
+        extra = [f"{_label(versus[0])} - {_label(versus[1])} (95%)"] if versus else []
+        return _table(["dataset", "score", "steps", *(_label(a) for a in algos), *extra], rows)
+
+    # The question the suite is run for: sequence modelling against TD learning.
+    versus = ("dt", "cql") if {"dt", "cql"} <= set(algos) else None
 
     text = "\n".join([
         "# offrl compare: suite", "",
@@ -560,6 +584,9 @@ def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path,
         "runs); each dataset's report has best scores, raw returns, timings, learning curves "
         "and the exact commands.", "",
         table("final_score"), "",
+        *([f"{_label(versus[0])} - {_label(versus[1])}: the difference of their means with "
+           f"Welch's 95% interval, * where it excludes 0 (each dataset's report has every "
+           f"pair).", ""] if versus else []),
         f"Mean of each run's last {LAST_EVALS} evaluations (the final one included), mean ± "
         f"sample std over seeds: less sensitive to one unlucky checkpoint.", "",
         table("last_score"), "",

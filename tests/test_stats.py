@@ -47,3 +47,18 @@ def test_report_differences_cover_every_pair_in_order() -> None:
     assert [(p["a"], p["b"]) for p in pairs] == [("dt", "cql"), ("dt", "bc"), ("cql", "bc")]
     assert pairs[0]["final_score"] == welch_interval([1.0, 2.0, 3.0], [4.0, 5.0, 9.0])
     assert pairs[0]["last_score"] is None and pairs[1]["final_score"] is None
+
+
+def test_suite_cell_reads_either_order_of_a_pair() -> None:
+    from offrl.compare_report import _pair_cell
+
+    w = welch_interval([10.0, 12.0, 14.0], [1.0, 2.0, 3.0])
+    section = {"metric": "normalized_score",
+               "differences": [{"a": "cql", "b": "dt", "final_score": w, "last_score": None}]}
+    assert w is not None and w["low"] > 0
+    assert _pair_cell(section, "cql", "dt", "final_score") == (
+        f"+10.0 [{w['low']:+.1f}, {w['high']:+.1f}] *")
+    assert _pair_cell(section, "dt", "cql", "final_score") == (
+        f"-10.0 [{-w['high']:+.1f}, {-w['low']:+.1f}] *")
+    assert _pair_cell(section, "dt", "cql", "last_score") == "-"
+    assert _pair_cell(section, "dt", "bc", "final_score") == "-"
