@@ -4,9 +4,7 @@ against an independent evaluation), probabilities in range, and the refusal of a
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +15,13 @@ from offrl.algorithms.dt import DTPolicy
 from offrl.checkpoint import load_checkpoint, restore_algorithm
 from offrl.cli import main as cli
 from offrl.evaluator import Evaluator
+from tests.script_helpers import load_experiment
 from tests.trainer_helpers import (
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     write_cartpole_pickle,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "decision_margins.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("decision_margins", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["decision_margins"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dm = load_script()
+dm = load_experiment("decision_margins")
 
 
 @pytest.fixture(scope="module")

@@ -4,33 +4,21 @@ the shared episode seeds, the PNG, the default grids, and the refusal of an unfi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from offrl.cli import main as cli
+from tests.script_helpers import load_experiment
 from tests.trainer_helpers import (
     restore_torch_threads,  # noqa: F401  (autouse fixture)
     write_cartpole_pickle,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "return_conditioning.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("return_conditioning", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["return_conditioning"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rc = load_script()
+rc = load_experiment("return_conditioning")
 
 
 @pytest.fixture(scope="module")
