@@ -33,7 +33,7 @@ _EMPTY = -(2**62)  # slot_step of slots that hold no token of the current episod
 
 
 class DTKVCache:
-    """Per-layer keys/values (L, N, H, 3K, hd) plus the env step each slot belongs to.
+    """Per-layer keys and values (L, 2, N, H, 3K, hd) plus the env step each slot belongs to.
 
     Per step the work outside the transformer blocks is a handful of kernels: slot steps,
     window and mask are small host arrays (numpy, ~1 us an op where a torch op costs several),
@@ -50,8 +50,8 @@ class DTKVCache:
         shape = (len(model.blocks), num_envs, nh, slots, d // nh)
         self.num_envs, self.slots = num_envs, slots
         dtype = model.embed_ln.weight.dtype  # bf16 for a bf16 acting copy
-        self.keys = torch.zeros(shape, device=dev, dtype=dtype)
-        self.values = torch.zeros(shape, device=dev, dtype=dtype)
+        # Keys and values of layer i: kv[i, 0], kv[i, 1]; one copy writes both per step.
+        self.kv = torch.zeros((len(model.blocks), 2, *shape[1:]), device=dev, dtype=dtype)
         self.slot_step = np.full((num_envs, slots), _EMPTY, dtype=np.int64)  # host
         self.ptr = 0
         # Per ring position of the new tokens: `keep` (3, 3K) hides from new token j the new
@@ -118,7 +118,7 @@ class DTKVCache:
         the s_t token."""
         m = self.model
         n = self.num_envs
-        dev, dtype = self.keys.device, self.keys.dtype
+        dev, dtype = self.kv.device, self.kv.dtype
         last = m.embed_timestep.num_embeddings - 1  # later steps reuse the last embedding
         # Timesteps of a_{t-1}, R_t, s_t; values: one matmul over [a_{t-1}, R_t, s_t].
         steps = np.minimum(np.stack([np.maximum(t - 1, 0), t, t], axis=1), last)  # (N, 3)
@@ -153,19 +153,19 @@ class DTKVCache:
         for i, b in enumerate(self._blocks):  # TransformerBlock.forward in eval mode
             nh = b.num_heads
             qkv = F.linear(F.layer_norm(x, norm, b.ln1_w, b.ln1_b, b.ln1_eps), b.qkv_w, b.qkv_b)
-            q, k, v = qkv.view(n, 3, 3, nh, d // nh).permute(2, 0, 3, 1, 4)
-            self.keys[i, :, :, new] = k  # (N, H, 3, hd)
-            self.values[i, :, :, new] = v
+            qkv = qkv.view(n, 3, 3, nh, d // nh).permute(2, 0, 3, 1, 4)  # (3, N, H, 3, hd)
+            self.kv[i, :, :, :, new] = qkv[1:]  # this step's keys and values
+            q = qkv[0]
             if i == last:  # later steps need a_{t-1}'s and R_t's keys/values, not outputs
                 q, x, attn_mask = q[:, :, 2:], x[:, 2:], allowed_bias[:, :, 2:]
             else:
                 attn_mask = allowed_bias
-            y = F.scaled_dot_product_attention(q, self.keys[i], self.values[i],
+            y = F.scaled_dot_product_attention(q, self.kv[i, 0], self.kv[i, 1],
                                                attn_mask=attn_mask)  # (N, H, 3 or 1, hd)
             x = x + F.linear(y.transpose(1, 2).reshape(n, -1, d), b.out_w, b.out_b)
-            h = b.activation(F.linear(F.layer_norm(x, norm, b.ln2_w, b.ln2_b, b.ln2_eps),
-                                      b.fc_w, b.fc_b))
-            x = x + F.linear(h, b.proj_w, b.proj_b)
+            h = F.linear(F.layer_norm(x, norm, b.ln2_w, b.ln2_b, b.ln2_eps), b.fc_w, b.fc_b)
+            h = h.relu_() if b.activation is F.relu else b.activation(h)
+            x = x.add_(F.linear(h, b.proj_w, b.proj_b))  # x is this block's own tensor
         self.ptr = (self.ptr + 3) % self.slots
         ln = m.ln_f
         return m._head(F.layer_norm(x[:, -1], ln.normalized_shape, ln.weight, ln.bias, ln.eps))

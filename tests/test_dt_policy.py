@@ -240,6 +240,6 @@ def test_bf16_acting_is_opt_in_close_to_fp32_and_follows_updates(kv_cache: bool)
         if p.is_floating_point():
             torch.testing.assert_close(bf16._bf16_model.state_dict()[name], p.bfloat16())
     if kv_cache:
-        assert bf16.cache.model is bf16._bf16_model and bf16.cache.keys.dtype == torch.bfloat16
+        assert bf16.cache.model is bf16._bf16_model and bf16.cache.kv.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of"):
         DTPolicy(algo, n, precision="fp16")
