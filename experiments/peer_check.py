@@ -1,13 +1,15 @@
-"""Peer check: d3rlpy 2.8.1 BC / CQL / DT vs offrl's on the hopper datasets, one protocol.
+"""Peer check: d3rlpy 2.8.1 BC / CQL / DT vs offrl's on the generated MuJoCo datasets, one protocol.
 
 For every dataset and seed: export the offrl dataset to a D4RL-layout HDF5 file
 (`benchmarks/peers/export_d4rl.py`), train d3rlpy's `--algo` for `--steps` gradient steps in the
 d3rlpy venv (`benchmarks/peers/d3rlpy_train.py`, one process at a time, `--threads` torch
-threads), then score its exported policy with offrl's `Evaluator` exactly as the hopper suite
-scores offrl's runs (`experiments/suites/hopper-cpu.yaml` + `configs/mujoco-cpu-<algo>.yaml`:
+threads), then score its exported policy with offrl's `Evaluator` exactly as the MuJoCo suites score
+offrl's runs (`experiments/suites/{hopper,mujoco}-cpu.yaml` + `configs/mujoco-cpu-<algo>.yaml`:
 10 episodes on 10 envs, episode j reset with seed 1,000,000 + j for every run, D4RL-style
-normalized score with the dataset's reference scores). The offrl side is read from the
-hopper study's run folders (`<compare>/<name>/runs/<algo>/seed<k>/summary.json`, read only).
+normalized score with the dataset's reference scores). `--env` picks hopper (default),
+halfcheetah or walker2d. The offrl side is read from the study's run folders
+(`<compare>/<env>-<level>/runs/<algo>/seed<k>/summary.json`, read only; `--compare` defaults
+to `runs/compare/hopper` for hopper, `runs/compare/mujoco` for the other two).
 
 For seeds the study has not finished, `--offrl-train` runs the suite's exact `offrl train`
 command itself (into `--work`); such runs reproduce the study's bit for bit (checked for BC:
@@ -56,7 +58,9 @@ export is reused, an offrl run with a finished summary.json is not trained again
         --offrl-precision fp32 --offrl-train \\
         --out experiments/results/peer-check/hopper-medium-replay-cql-fp32.json
 
-Writes `--out` (default experiments/results/peer-check/hopper-<algo>.json) and a markdown table
+    .venv/bin/python experiments/peer_check.py --env halfcheetah --levels medium-replay
+
+Writes `--out` (default experiments/results/peer-check/<env>-<algo>.json) and a markdown table
 beside it (same name, .md).
 """
 
@@ -83,6 +87,9 @@ from experiments.peer.offrl_side import long_eval_offrl, offrl_act, offrl_side  
 from experiments.peer.report import dataset_entry, write_report  # noqa: E402
 
 LEVELS = ("medium", "medium-replay", "medium-expert")
+# --env: the generated datasets' env folder -> its evaluation env and the study that trained it.
+ENVS = {"hopper": ("Hopper-v5", "hopper"), "halfcheetah": ("HalfCheetah-v5", "mujoco"),
+        "walker2d": ("Walker2d-v5", "mujoco")}
 
 
 def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,16 +164,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the "
                    "suite config's total_steps: BC 20k, CQL 10k)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of training")
-    p.add_argument("--env-id", default="Hopper-v5")
+    p.add_argument("--env", default="hopper", choices=sorted(ENVS),
+                   help="the generated datasets minari:offrl-mujoco/<env>/<level>-v0")
+    p.add_argument("--env-id", default=None, help="evaluation env (default: --env's, "
+                   "Hopper-v5 / HalfCheetah-v5 / Walker2d-v5)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--envs", type=int, default=10)
     p.add_argument("--eval-seed", type=int, default=1_000_000)
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "peers" / "hopper",
-                   help="exports, d3rlpy run folders, offrl runs trained here")
-    p.add_argument("--compare", type=Path, default=ROOT / "runs" / "compare" / "hopper",
-                   help="the hopper study's offrl compare folder (read only)")
+    p.add_argument("--work", type=Path, default=None, help="exports, d3rlpy run folders, "
+                   "offrl runs trained here (default: runs/peers/<env>)")
+    p.add_argument("--compare", type=Path, default=None, help="the study's offrl compare "
+                   "folder, read only (default: runs/compare/hopper for hopper, "
+                   "runs/compare/mujoco otherwise)")
     p.add_argument("--out", type=Path, default=None, help="report JSON (default: "
-                   "experiments/results/peer-check/hopper-<algo>.json)")
+                   "experiments/results/peer-check/<env>-<algo>.json)")
     p.add_argument("--d3rlpy-python", type=Path, default=ROOT / ".venv-d3rlpy" / "bin" / "python")
     p.add_argument("--long-episodes", type=int, default=50,
                    help="also score every final policy over this many episodes (seeds "
@@ -185,6 +196,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.offrl_train = False
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    env_id, study = ENVS[args.env]
+    args.env_id = args.env_id or env_id
+    args.work = args.work or ROOT / "runs" / "peers" / args.env
+    args.compare = args.compare or ROOT / "runs" / "compare" / study
     return args
 
 
@@ -195,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps is None:
         args.steps = int(offrl_config["total_steps"])
     if args.out is None:
-        args.out = ROOT / "experiments" / "results" / "peer-check" / f"hopper-{algo.name}.json"
+        args.out = ROOT / "experiments" / "results" / "peer-check" / f"{args.env}-{algo.name}.json"
     # An override equal to the config's precision is no override: the study's runs count.
     config_precision = offrl_config.get("precision", "fp32")
     precision = args.offrl_precision if args.offrl_precision != config_precision else None
@@ -209,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = [shlex.join([".venv/bin/python", "experiments/peer_check.py", *argv])]
     datasets = []
     for level in args.levels:
-        name, source = f"hopper-{level}", f"minari:offrl-mujoco/hopper/{level}-v0"
+        name = f"{args.env}-{level}"
+        source = f"minari:offrl-mujoco/{args.env}/{level}-v0"
         data = args.work / f"{name}.hdf5"
         runs = d3rlpy_runs(algo, name, source, data, kwargs, protocol, args)
         off = offrl_side(algo, level, args, precision)
@@ -240,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     if d3:
         versions["d3rlpy"] = json.loads(Path(d3[0]["run_dir"], "peer.json").read_text())["library"]
     report: dict[str, Any] = {
-        "format": "offrl-peer-check/1", "algo": algo.name, "steps": args.steps,
+        "format": "offrl-peer-check/1", "algo": algo.name, "env": args.env, "steps": args.steps,
         "threads": args.threads, "protocol": protocol, "long_episodes": args.long_episodes,
         "commands": commands, "versions": versions, "datasets": datasets}
     if kwargs is not None:  # CQL, DT: d3rlpy's arguments, offrl's precision, what differs

@@ -94,7 +94,8 @@ def test_train_commands(tmp_path: Path) -> None:
     assert cql[-4:] == ["--config-json", "c.json", "--steps-per-epoch", "1000"]
     assert train_command(CQL, py, data, 300, 0, 1, out, None)[-1] == "300"  # short smoke runs
     off = offrl_command(CQL, "medium-replay", 2, tmp_path, SimpleNamespace(
-        env_id="Hopper-v5", steps=10_000, episodes=10, envs=10, eval_seed=1_000_000, threads=1),
+        env="hopper", env_id="Hopper-v5", steps=10_000, episodes=10, envs=10,
+        eval_seed=1_000_000, threads=1),
         "fp32")
     assert off[off.index("--config") + 1] == "experiments/configs/mujoco-cpu-cql.yaml"
     assert off[-2:] == ["--precision", "fp32"]
@@ -126,9 +127,9 @@ def fake_offrl_run(run_dir: Path, seed: int, status: str = "finished", steps: in
 
 
 def peer_args(tmp_path: Path) -> SimpleNamespace:
-    return SimpleNamespace(compare=tmp_path / "compare", work=tmp_path / "work", seeds=3,
-                           steps=4000, offrl_train=False, env_id="Hopper-v5", episodes=10,
-                           envs=10, eval_seed=1_000_000, threads=1)
+    return SimpleNamespace(env="hopper", compare=tmp_path / "compare", work=tmp_path / "work",
+                           seeds=3, steps=4000, offrl_train=False, env_id="Hopper-v5",
+                           episodes=10, envs=10, eval_seed=1_000_000, threads=1)
 
 
 def test_offrl_side_reads_finished_study_runs(tmp_path: Path) -> None:
@@ -289,3 +290,30 @@ def test_main_no_train_writes_an_empty_cql_report(tmp_path: Path) -> None:
     assert report["datasets"][0]["offrl"]["normalized_score"]["n"] == 0
     assert "| hopper-medium | not run yet | not run yet |" in out.with_suffix(".md").read_text()
     assert not (tmp_path / "work").exists()  # --no-train writes nothing there
+
+
+def test_env_option_picks_env_id_study_and_names(tmp_path: Path) -> None:
+    """--env halfcheetah / walker2d: their eval env, the mujoco study's folder, <env>-<level>
+    dataset names and report title; explicit --env-id / --compare / --work still win."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("peer_check", REPO / "experiments/peer_check.py")
+    assert spec is not None and spec.loader is not None
+    peer_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer_check)
+    args = peer_check.parse_args(["--env", "walker2d"])
+    assert args.env_id == "Walker2d-v5"
+    assert args.compare == REPO / "runs" / "compare" / "mujoco"
+    assert args.work == REPO / "runs" / "peers" / "walker2d"
+    assert peer_check.parse_args([]).compare == REPO / "runs" / "compare" / "hopper"
+    assert peer_check.parse_args(["--env", "halfcheetah", "--env-id", "X-v0"]).env_id == "X-v0"
+    (tmp_path / "compare" / "halfcheetah-medium-replay").mkdir(parents=True)
+    out = tmp_path / "bc.json"
+    peer_check.main(["--env", "halfcheetah", "--no-train", "--levels", "medium-replay",
+                     "--compare", str(tmp_path / "compare"), "--work", str(tmp_path / "work"),
+                     "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["env"] == "halfcheetah" and report["protocol"]["env_id"] == "HalfCheetah-v5"
+    assert [d["name"] for d in report["datasets"]] == ["halfcheetah-medium-replay"]
+    text = out.with_suffix(".md").read_text()
+    assert text.startswith("# Peer check: d3rlpy BC vs offrl BC, halfcheetah")

@@ -17,11 +17,11 @@ from experiments.peer.d3rlpy_side import run_logged
 
 def offrl_command(algo: PeerAlgo, level: str, seed: int, run_dir: Path, args: Any,
                   precision: str | None = None) -> list[str]:
-    """The hopper suite's `offrl train` command (offrl compare's plan, same flags); with
+    """The MuJoCo suites' `offrl train` command (offrl compare's plan, same flags); with
     `precision`, that override appended."""
     cmd = [sys.executable, "-m", "offrl.cli", "train", "--algo", algo.name,
            "--config", str(algo.offrl_config),
-           "--dataset", f"minari:offrl-mujoco/hopper/{level}-v0", "--env", args.env_id,
+           "--dataset", f"minari:offrl-mujoco/{args.env}/{level}-v0", "--env", args.env_id,
            "--seed", str(seed), "--steps", str(args.steps), "--eval-every", "1000",
            "--num-eval-episodes", str(args.episodes), "--num-eval-envs", str(args.envs),
            "--eval-seed", str(args.eval_seed), "--run-dir", str(run_dir),
@@ -81,11 +81,11 @@ def own_run_dir(algo: PeerAlgo, name: str, seed: int, work: Path,
 
 def offrl_side(algo: PeerAlgo, level: str, args: Any, precision: str | None = None
                ) -> list[dict[str, Any]]:
-    """offrl `algo` per seed: the hopper study's finished run (read only) where it exists and
+    """offrl `algo` per seed: the study's finished run (read only) where it exists and
     trained at the requested precision, else (with --offrl-train) a run of the suite's exact
     command (plus `--precision` when overridden) in the peer-check folder. `precision` None:
     the config's own (what the study ran)."""
-    name = f"hopper-{level}"
+    name = f"{args.env}-{level}"
     study_dir = args.compare / name
     if not study_dir.is_dir() and not args.offrl_train:
         raise SystemExit(f"{study_dir}: no such study folder (pass --compare DIR, or "
@@ -96,7 +96,7 @@ def offrl_side(algo: PeerAlgo, level: str, args: Any, precision: str | None = No
         row = None
         if (study / "summary.json").is_file() and (
                 precision is None or run_precision(study) == precision):
-            row = read_offrl_run(study / "summary.json", "hopper study", algo)
+            row = read_offrl_run(study / "summary.json", f"{args.env} study", algo)
         if row is None:
             own = own_run_dir(algo, name, seed, args.work, precision)
             cmd = offrl_command(algo, level, seed, own, args, precision)

@@ -53,7 +53,7 @@ def markdown(report: dict[str, Any]) -> str:
     a = algo.label
     p = report["protocol"]
     lines = [
-        f"# Peer check: d3rlpy {a} vs offrl {a}, hopper",
+        f"# Peer check: d3rlpy {a} vs offrl {a}, {report.get('env', 'hopper')}",
         "",
         f"Final D4RL-normalized score after {report['steps']} gradient steps, mean ± sample "
         f"std over seeds; both scored by offrl's evaluator: {p['episodes']} episodes on "
@@ -93,7 +93,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [d[side][k] for k in keys for side in ("d3rlpy", "offrl")]
         lines.append(f"| {d['name']} | " + " | ".join(
             f"{c['mean']:.4f} ± {c['std']:.4f}" if c["n"] else "-" for c in cells) + " |")
-    lines += ["", "Per run (final normalized score; offrl runs come from the hopper study where "
+    lines += ["", "Per run (final normalized score; offrl runs come from the study where "
               "it finished them, else from this script with the suite's exact command; train s: "
               "seconds of gradient steps, evaluations excluded, measured while the machine ran "
               "other jobs, so only roughly comparable):", "",
