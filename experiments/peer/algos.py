@@ -96,7 +96,7 @@ BC = PeerAlgo(
         "How closely each fitted the data (mean over seeds): training loss over the "
         "second half of the run (MSE in [-1, 1] action units; d3rlpy: its last epoch), "
         "and the action MSE of the final policy on a fixed 100k-step sample of the "
-        "dataset (env units; hopper's are [-1, 1]):"),
+        "dataset (env units; the MuJoCo datasets' are [-1, 1]):"),
     d3rlpy_diag=_bc_d3rlpy, offrl_diag=_bc_offrl, steps_per_epoch=None)
 
 
