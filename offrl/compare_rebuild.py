@@ -78,7 +78,7 @@ def rebuild_reports(out: Path) -> Path:
     sections = [compare_report.build_section(
         p, [r for r in runs if r.dataset == p.name],
         compare_report.describe_dataset(p.dataset, p.env)) for p in plans]
-    unfinished = any(r["status"] in ("interrupted", "not run")
+    unfinished = any(r["status"] in ("interrupted", "not run", "running")
                      for s in sections for r in s["runs"])
     ctx = compare_report.context(argv, parallel or 1, threads, None, interrupted=unfinished)
     for p, section in zip(plans, sections, strict=True):

@@ -89,6 +89,12 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def _trainer_alive(run: Any) -> bool:
+    from offrl.compare_resume import live_runs
+
+    return bool(live_runs([run]))
+
+
 def read_run(run: Any) -> dict[str, Any]:
     """One run (an `offrl.compare.Run`) as a plain dict: status, timings, its eval curve."""
     summary = _json(run.run_dir / "summary.json")
@@ -99,6 +105,8 @@ def read_run(run: Any) -> dict[str, Any]:
         status = "not run"
     elif record.get("interrupted"):
         status = "interrupted"
+    elif code is None and _trainer_alive(run):  # a report rebuilt while the comparison runs
+        status = "running"
     elif code == 0 and summary is not None and summary.get("status") == "finished" \
             and summary.get("step") == run.total_steps:
         status = "finished"
@@ -427,8 +435,7 @@ def render_section(section: dict[str, Any], ctx: dict[str, Any]) -> str:
     parts = [
         f"# offrl compare: {section['name']}",
         "",
-        "> Interrupted: runs stopped before the end are listed as such.\n" if ctx["interrupted"]
-        else "",
+        *_section_banners(section["runs"], ctx["interrupted"]),
         *(f"> Warning: {w}\n" for w in section["warnings"]),
         f"Dataset `{section['dataset']}` ({d['name']}): {d['episodes']} episodes, {d['steps']} "
         f"steps, episode return {d['return_mean']:.3g} ± {d['return_std']:.3g} (min "
@@ -517,6 +524,19 @@ def _environment(ctx: dict[str, Any]) -> list[str]:
 def _results(sections: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
     return json.dumps({"format": RESULTS_FORMAT, "context": ctx, "datasets": sections},
                       indent=1, default=str) + "\n"
+
+
+def _section_banners(runs: Sequence[dict[str, Any]], interrupted: bool) -> list[str]:
+    """A dataset's own banners: a suite interrupted in a later dataset leaves this one's
+    report without one when all its runs ended."""
+    banners = []
+    if interrupted and any(r["status"] in ("interrupted", "not run") for r in runs):
+        banners.append("> Interrupted: runs stopped before the end are listed as such.\n")
+    running = sum(r["status"] == "running" for r in runs)
+    if running:
+        banners.append(f"> In progress: {running} run(s) still training; this report was "
+                       f"rebuilt while the comparison runs.\n")
+    return banners
 
 
 def write_section(section: dict[str, Any], ctx: dict[str, Any], folder: Path) -> None:

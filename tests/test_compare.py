@@ -606,3 +606,33 @@ def test_section_from_fabricated_runs(tmp_path) -> None:
     # final, last-3 (each run's mean of its evaluations: 0.3 and 0.4), best; in %
     assert "| DT | 30.0 ± 14.1 | 35.0 ± 7.1 | 50.0 ± 14.1 |" in report
     assert (tmp_path / "out" / "curves_score.png").stat().st_size > 0
+    # A suite interrupted elsewhere: this dataset's finished runs get no banner.
+    finished = build_section(plan, runs[:2], desc)
+    write_section(finished, context([], 2, 1, 9.0, interrupted=True), tmp_path / "fin")
+    assert "> Interrupted" not in (tmp_path / "fin" / "report.md").read_text()
+
+
+def test_report_rebuilt_during_a_comparison_lists_live_runs_as_running(tmp_path) -> None:
+    """A record without an exit code whose trainer is alive is "running" (not "failed")."""
+    import subprocess
+
+    from offrl.compare_report import _section_banners, read_run
+
+    run = Run("d", "bc", 0, 10, ["python"], tmp_path / "run", tmp_path / "log",
+              tmp_path / "record.json")
+    run.run_dir.mkdir()
+    run.log.write_text("")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             str(run.run_dir)])
+    try:
+        run.record.write_text(json.dumps({"command": [], "pid": proc.pid, "returncode": None}))
+        deadline = time.time() + 10  # until the child has exec'd (its cmdline is its own)
+        while read_run(run)["status"] != "running" and time.time() < deadline:
+            time.sleep(0.05)
+        assert read_run(run)["status"] == "running"
+        banners = _section_banners([read_run(run)], interrupted=True)
+        assert len(banners) == 1 and banners[0].startswith("> In progress: 1 run(s)")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert read_run(run)["status"] == "failed"  # gone without an exit code
