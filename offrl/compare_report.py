@@ -521,9 +521,11 @@ def _environment(ctx: dict[str, Any]) -> list[str]:
             "", f"Versions: {versions}.", ""]
 
 
-def _results(sections: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
-    return json.dumps({"format": RESULTS_FORMAT, "context": ctx, "datasets": sections},
-                      indent=1, default=str) + "\n"
+def _results(sections: list[dict[str, Any]], ctx: dict[str, Any],
+             tallied: list[dict[str, Any]] | None = None) -> str:
+    extra = {"tally": tallied} if tallied else {}
+    return json.dumps({"format": RESULTS_FORMAT, "context": ctx, "datasets": sections,
+                       **extra}, indent=1, default=str) + "\n"
 
 
 def _section_banners(runs: Sequence[dict[str, Any]], interrupted: bool) -> list[str]:
@@ -555,18 +557,62 @@ def _interval_text(w: dict[str, Any] | None, scale: float, digits: int) -> str:
             f"{w['high'] * scale:+.{digits}f}]{star}")
 
 
-def _pair_cell(section: dict[str, Any], a: str, b: str, stat: str) -> str:
-    """a - b of one dataset's `stat` with its interval, from the section's differences."""
-    scale, digits = _scale(section["metric"]), 1 if section["metric"] != "return_mean" else 2
+def _pair_interval(section: dict[str, Any], a: str, b: str, stat: str
+                   ) -> dict[str, Any] | None:
+    """a - b of one dataset's `stat` with its interval (from the section's differences,
+    flipped when the section lists b - a); None when not computed (fewer than 2 seeds)."""
     for pair in section.get("differences", []):
         if (pair["a"], pair["b"]) == (a, b):
-            return _interval_text(pair[stat], scale, digits)
+            return pair[stat]
         if (pair["a"], pair["b"]) == (b, a):
             w = pair[stat]
-            flipped = None if w is None else {**w, "diff": -w["diff"], "low": -w["high"],
-                                                "high": -w["low"]}
-            return _interval_text(flipped, scale, digits)
-    return "-"
+            return None if w is None else {**w, "diff": -w["diff"], "low": -w["high"],
+                                           "high": -w["low"]}
+    return None
+
+
+def _pair_cell(section: dict[str, Any], a: str, b: str, stat: str) -> str:
+    """a - b of one dataset's `stat` with its interval, as a table cell."""
+    scale, digits = _scale(section["metric"]), 1 if section["metric"] != "return_mean" else 2
+    return _interval_text(_pair_interval(section, a, b, stat), scale, digits)
+
+
+def tally(sections: Sequence[dict[str, Any]], algos: Sequence[str]) -> list[dict[str, Any]]:
+    """For every pair of algorithms, over the datasets that ran both: in which the 95%
+    interval of a - b lies above 0 (a established above b), below 0, or contains it; those
+    without an interval (fewer than 2 finished seeds a side) are listed as `no_interval`."""
+    out = []
+    for i, a in enumerate(algos):
+        for b in algos[i + 1:]:
+            row: dict[str, Any] = {"a": a, "b": b}
+            for stat in ("final_score", "last_score"):
+                counts = {"a_above": [], "b_above": [], "not_established": [],
+                          "no_interval": []}
+                for s in sections:
+                    if a not in s["algos"] or b not in s["algos"]:
+                        continue  # a dataset the suite did not run both on
+                    w = _pair_interval(s, a, b, stat)
+                    key = ("no_interval" if w is None else "a_above" if w["low"] > 0
+                           else "b_above" if w["high"] < 0 else "not_established")
+                    counts[key].append(s["name"])
+                row[stat] = counts
+            out.append(row)
+    return out
+
+
+def _tally_table(rows: list[dict[str, Any]]) -> str:
+    def cell(names: list[str]) -> str:
+        return str(len(names)) + (f" ({', '.join(names)})" if names else "")
+
+    stats = (("final_score", "final"), ("last_score", f"last-{LAST_EVALS}"))
+    keys = ["a_above", "b_above", "not_established"]
+    if any(r[stat]["no_interval"] for r in rows for stat, _ in stats):
+        keys.append("no_interval")
+    body = [[f"{_label(r['a'])} vs {_label(r['b'])}", label, *(cell(r[stat][k]) for k in keys)]
+            for r in rows for stat, label in stats]
+    titles = {"a_above": "first above", "b_above": "second above",
+              "not_established": "not established", "no_interval": "no interval"}
+    return _table(["pair", "score", *(titles[k] for k in keys)], body)
 
 
 def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path,
@@ -610,8 +656,13 @@ def write_suite(sections: list[dict[str, Any]], ctx: dict[str, Any], out: Path,
         f"Mean of each run's last {LAST_EVALS} evaluations (the final one included), mean ± "
         f"sample std over seeds: less sensitive to one unlucky checkpoint.", "",
         table("last_score"), "",
+        *(["## Tally over the datasets", "",
+           "For each pair of algorithms, the datasets where Welch's 95% interval of the "
+           "difference of their mean scores lies above 0 (the first established above the "
+           "second), below 0, or contains 0 (not established either way with these seeds).",
+           "", _tally_table(tallied), ""] if (tallied := tally(sections, algos)) else []),
         "## Command", "", "```", ctx["command"], "```", "",
         *(["## Suite file", "", "```yaml", suite_text.rstrip(), "```", ""] if suite_text else []),
         *_environment(ctx)])
-    _write(out / "results.json", _results(sections, ctx))
+    _write(out / "results.json", _results(sections, ctx, tallied))
     _write(out / "report.md", text)

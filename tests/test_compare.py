@@ -636,3 +636,30 @@ def test_report_rebuilt_during_a_comparison_lists_live_runs_as_running(tmp_path)
         proc.kill()
         proc.wait()
     assert read_run(run)["status"] == "failed"  # gone without an exit code
+
+
+def test_tally_counts_established_differences_per_pair() -> None:
+    """tally: per pair, the datasets where a - b is above 0, below 0, not established, or
+    without an interval; a listed b - a is flipped; datasets missing an algorithm skipped."""
+    from offrl.compare_report import _tally_table, tally
+
+    def w(low: float, high: float) -> dict:
+        return {"diff": (low + high) / 2, "low": low, "high": high}
+
+    sections = [
+        {"name": "up", "algos": {"dt": {}, "cql": {}},
+         "differences": [{"a": "dt", "b": "cql", "final_score": w(0.1, 0.3),
+                          "last_score": w(-0.1, 0.2)}]},
+        {"name": "down", "algos": {"dt": {}, "cql": {}},  # listed as cql - dt: flipped
+         "differences": [{"a": "cql", "b": "dt", "final_score": w(0.1, 0.3),
+                          "last_score": None}]},
+        {"name": "cql only", "algos": {"cql": {}}, "differences": []},
+    ]
+    (row,) = tally(sections, ["dt", "cql"])
+    assert row["final_score"] == {"a_above": ["up"], "b_above": ["down"],
+                                  "not_established": [], "no_interval": []}
+    assert row["last_score"] == {"a_above": [], "b_above": [], "not_established": ["up"],
+                                 "no_interval": ["down"]}
+    text = _tally_table([row])
+    assert "| DT vs CQL | final | 1 (up) | 1 (down) | 0 | 0 |" in text
+    assert "| DT vs CQL | last-3 | 0 | 0 | 1 (up) | 1 (down) |" in text
