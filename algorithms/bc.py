@@ -13,6 +13,7 @@ from offrl.algorithms.base import FeedForwardPolicy, OfflineAlgorithm
 from offrl.datasets.core import EpisodeDataset
 from offrl.datasets.samplers import StateActionSampler
 from offrl.nn import mlp, optimizer_kwargs, weight_decay_groups
+from offrl.optim import AdamW
 from offrl.types import StateActionBatch, TransitionBatch
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -84,7 +85,7 @@ class BC(OfflineAlgorithm):
         out = s.act_dim * (2 if gaussian else 1)
         self.policy_net = mlp(s.obs_dim, c.hidden, out).to(self.device)
         self.nets = nn.ModuleDict({"policy": self.policy_net})
-        self.optimizers = {"policy": torch.optim.AdamW(
+        self.optimizers = {"policy": AdamW(
             weight_decay_groups(self.policy_net, c.weight_decay), lr=c.learning_rate,
             **optimizer_kwargs(self.device))}
 

@@ -15,6 +15,7 @@ from offrl.algorithms.base import FeedForwardPolicy, OfflineAlgorithm, SpaceSpec
 from offrl.datasets.core import EpisodeDataset
 from offrl.datasets.samplers import TransitionSampler
 from offrl.nn import CriticEnsemble, mlp, optimizer_kwargs, soft_update
+from offrl.optim import Adam
 from offrl.types import TransitionBatch
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -171,12 +172,12 @@ class ContinuousCQL(CQL):
                                    "scalars": self.scalars})
         fused = optimizer_kwargs(dev)
         self.optimizers = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, **fused),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, **fused),
-            "alpha": torch.optim.Adam([self.scalars["log_alpha"]], lr=c.alpha_lr, **fused),
+            "actor": Adam(self.actor.parameters(), lr=c.actor_lr, **fused),
+            "critic": Adam(self.critic.parameters(), lr=c.critic_lr, **fused),
+            "alpha": Adam([self.scalars["log_alpha"]], lr=c.alpha_lr, **fused),
         }
         if c.lagrange:
-            self.optimizers["cql_alpha"] = torch.optim.Adam([self.scalars["log_cql_alpha"]],
+            self.optimizers["cql_alpha"] = Adam([self.scalars["log_cql_alpha"]],
                                                             lr=c.cql_alpha_lr, **fused)
         self.target_entropy = (-float(s.act_dim) if c.target_entropy is None
                                else float(c.target_entropy))

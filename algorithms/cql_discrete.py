@@ -11,6 +11,7 @@ from torch import nn
 from offrl.algorithms.base import FeedForwardPolicy
 from offrl.algorithms.cql import CQL
 from offrl.nn import mlp, optimizer_kwargs, soft_update
+from offrl.optim import Adam
 from offrl.types import TransitionBatch
 
 
@@ -24,7 +25,7 @@ class DiscreteCQL(CQL):
         self.q_net = mlp(s.obs_dim, c.critic_hidden, s.n).to(self.device)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         self.nets = nn.ModuleDict({"q": self.q_net, "q_target": self.q_target})
-        self.optimizers = {"critic": torch.optim.Adam(self.q_net.parameters(), lr=c.critic_lr,
+        self.optimizers = {"critic": Adam(self.q_net.parameters(), lr=c.critic_lr,
                                                          **optimizer_kwargs(self.device))}
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:

@@ -31,6 +31,7 @@ from offrl.nn import (
     optimizer_kwargs,
     weight_decay_groups,
 )
+from offrl.optim import AdamW
 from offrl.types import SequenceBatch
 
 
@@ -281,8 +282,8 @@ class DT(OfflineAlgorithm):
             s.obs_dim, s.act_dim, s.discrete, c.context, int(self.resolved["max_timestep"]),
             c.embed_dim, c.num_layers, c.num_heads, c.dropout, c.activation).to(self.device)
         self.nets = self.model
-        opt = torch.optim.AdamW(weight_decay_groups(self.model, c.weight_decay),
-                                lr=c.learning_rate, **optimizer_kwargs(self.device))
+        opt = AdamW(weight_decay_groups(self.model, c.weight_decay), lr=c.learning_rate,
+                    **optimizer_kwargs(self.device))
         warm = max(c.warmup_steps, 1)
         self.optimizers = {"model": opt}
         self.schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(
