@@ -90,7 +90,10 @@ class BC(OfflineAlgorithm):
             **optimizer_kwargs(self.device))}
 
     def make_sampler(self, dataset: EpisodeDataset, seed: int) -> StateActionSampler:
-        return StateActionSampler(dataset, self.config.batch_size, seed, self.device)
+        # Prepared batches: normalized observations and [-1, 1] actions gathered directly.
+        return StateActionSampler(
+            dataset, self.config.batch_size, seed, self.device, obs_fn=self.normalize_obs,
+            act_fn=None if self.spaces.discrete else self.actions.to_unit)
 
     def _head(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, obs_dim) normalized -> tanh mean (B, A) and log-std (B, A), or logits (B, n)."""
@@ -104,12 +107,13 @@ class BC(OfflineAlgorithm):
 
     def update(self, batch: StateActionBatch | TransitionBatch) -> dict[str, float]:
         self.train_mode()
-        obs = self.normalize_obs(batch.observations)
+        prepared = isinstance(batch, StateActionBatch) and batch.prepared
+        obs = batch.observations if prepared else self.normalize_obs(batch.observations)
         pred, log_std = self._head(obs)
         if self.spaces.discrete:
             loss = F.cross_entropy(pred, batch.actions)
-        else:
-            target = self.actions.to_unit(batch.actions)  # (B, A) in [-1, 1]
+        else:  # (B, A) in [-1, 1]
+            target = batch.actions if prepared else self.actions.to_unit(batch.actions)
             if log_std is None:
                 loss = F.mse_loss(pred, target)
             else:  # Gaussian NLL without the constant 0.5 log(2 pi), summed over A

@@ -6,10 +6,13 @@ generator state is part of a checkpoint (`state_dict`), so a resumed run draws t
 
 Observations keep their shape, (B, *obs_shape) and (B, K, *obs_shape), vector or image alike:
 flattening to obs_dim is the algorithm's (`OfflineAlgorithm.normalize_obs`; see `offrl.types`).
+The one exception is a `StateActionSampler` given the algorithm's transforms: its batches are
+marked `prepared` (normalized, flattened observations; see the class).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,7 +83,38 @@ class TransitionSampler(_Sampler):
 class StateActionSampler(TransitionSampler):
     """`TransitionSampler`'s transitions, same draws from the same seed, gathering only (s, a):
     behavior cloning reads nothing else, and the three other row gathers cost about 5% of
-    its update."""
+    its update.
+
+    With `obs_fn` / `act_fn` (the algorithm's own input transforms, e.g. BC's observation
+    normalizer and action scaling to [-1, 1]) the sampler applies them once to the whole
+    arrays and its batches are `prepared`: the per-batch transforms were ~5% of a BC update at
+    1 thread. Elementwise transforms give the same values either way (tested); when the
+    transformed copy would exceed `prepare_limit_bytes` (e.g. grid observations of a large
+    dataset) the sampler keeps the raw arrays and its batches are not prepared.
+    """
+
+    prepare_limit_bytes = 256 * 2**20
+
+    def __init__(
+        self, dataset: EpisodeDataset, batch_size: int, seed: int = 0,
+        device: str | torch.device = "cpu",
+        obs_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        act_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(dataset, batch_size, seed, device)
+        self.prepared = False
+        if obs_fn is None and act_fn is None:
+            return
+        size = 4 * (self._obs.shape[0] * int(np.prod(self._obs.shape[1:]))
+                    + self._actions.numel())
+        if size > self.prepare_limit_bytes:
+            return
+        with torch.no_grad():
+            if obs_fn is not None:
+                self._obs = _chunked(obs_fn, self._obs)
+            if act_fn is not None:
+                self._actions = _chunked(act_fn, self._actions)
+        self.prepared = True
 
     def sample(self) -> StateActionBatch:  # type: ignore[override]
         return self.gather(torch.randint(self.num_transitions, (self.batch_size,),
@@ -89,7 +123,14 @@ class StateActionSampler(TransitionSampler):
     def gather(self, i: torch.Tensor) -> StateActionBatch:  # type: ignore[override]
         o = self._obs_idx.index_select(0, i)
         return StateActionBatch(observations=self._obs.index_select(0, o),
-                                actions=self._actions.index_select(0, i))
+                                actions=self._actions.index_select(0, i),
+                                prepared=self.prepared)
+
+
+def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+             rows: int = 1 << 16) -> torch.Tensor:
+    """fn over `x`'s rows in chunks (bounded temporaries), as one contiguous tensor."""
+    return torch.cat([fn(x[lo:lo + rows]) for lo in range(0, x.shape[0], rows)]).contiguous()
 
 
 class SequenceSampler(_Sampler):

@@ -98,8 +98,11 @@ class StateActionBatch:
     """(s, a) pairs: what behavior cloning reads of a transition (its sampler gathers only
     these two fields, a twentieth of a BC update less than the full `TransitionBatch`)."""
 
-    observations: torch.Tensor  # (B, *obs_shape) float32, raw
+    observations: torch.Tensor  # (B, *obs_shape) float32, raw; (B, obs_dim) if prepared
     actions: torch.Tensor  # (B, act_dim) float32, or (B,) int64 for discrete actions
+    prepared: bool = False
+    """True: already in the algorithm's input space (its sampler applied the algorithm's
+    observation normalizer and action scaling; see `StateActionSampler`)."""
 
     def __post_init__(self) -> None:
         _check(self.observations.ndim >= 2, f"observations must be (B, *obs_shape), got "

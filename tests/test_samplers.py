@@ -107,6 +107,34 @@ def test_state_action_sampler_draws_the_transition_samplers_pairs():
         StateActionBatch(observations=torch.zeros(4, 2), actions=torch.zeros(3, 1))
 
 
+def test_prepared_state_action_batches_equal_the_transforms_of_raw_ones(monkeypatch):
+    # obs_fn / act_fn applied once to the whole arrays (in chunks) give, batch for batch, the
+    # values the same transforms give on raw batches; over the size limit: raw batches.
+    ds = _dataset(lengths=(50, 30, 70), terms=(True, False, True))
+    norm = Normalizer.fit(ds.step_observations)
+
+    def obs_fn(o):
+        return norm.normalize(o)
+
+    def act_fn(a):
+        return (a * 0.5 - 0.1).clamp(-1.0, 1.0)
+
+    raw = StateActionSampler(ds, 32, seed=3)
+    monkeypatch.setattr("offrl.datasets.samplers._chunked.__defaults__", (7,))  # many chunks
+    prep = StateActionSampler(ds, 32, seed=3, obs_fn=obs_fn, act_fn=act_fn)
+    assert not raw.prepared and prep.prepared
+    for _ in range(3):
+        x, y = raw.sample(), prep.sample()
+        assert not x.prepared and y.prepared
+        assert torch.equal(obs_fn(x.observations), y.observations)
+        assert torch.equal(act_fn(x.actions), y.actions)
+    monkeypatch.setattr(StateActionSampler, "prepare_limit_bytes", 64)
+    small = StateActionSampler(ds, 32, seed=3, obs_fn=obs_fn, act_fn=act_fn)
+    assert not small.prepared and torch.equal(small.sample().observations,
+                                              StateActionSampler(ds, 32, seed=3).sample()
+                                              .observations)
+
+
 def test_samplers_are_reproducible_and_resumable():
     ds = _dataset()
     for make in (lambda s: TransitionSampler(ds, 16, seed=s),
