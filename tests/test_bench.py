@@ -100,6 +100,18 @@ def test_quick_offrl_run_writes_the_json(tmp_path: Path) -> None:
     assert result["settings"]["dataset_steps"] == 2000
 
 
+def test_bc_update_ab_runs_both_sides_bit_identically(tmp_path: Path) -> None:
+    from benchmarks import bc_update_ab
+
+    data, out = tmp_path / "tiny.hdf5", tmp_path / "ab.json"
+    make_file(data, 2000)
+    bc_update_ab.main(["--threads", "1", "--rounds", "2", "--updates", "3", "--data", str(data),
+                       "--out", str(out)])
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["parameters_bit_identical"] and r["ratio_lean_over_torch"] > 0
+    assert len(r["rates"]["lean"]) == len(r["rates"]["torch"]) == 2
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not D3RLPY_PYTHON.exists(), reason="no .venv-d3rlpy (make venv-d3rlpy)")
 def test_d3rlpy_worker_builds_the_same_bc(tmp_path: Path) -> None:
