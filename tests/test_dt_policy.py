@@ -243,3 +243,18 @@ def test_bf16_acting_is_opt_in_close_to_fp32_and_follows_updates(kv_cache: bool)
         assert bf16.cache.model is bf16._bf16_model and bf16.cache.kv.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of"):
         DTPolicy(algo, n, precision="fp16")
+
+
+def test_timestep_init_std_is_opt_in() -> None:
+    # None: torch's N(0, 1) (the reference); a value: N(0, value), as d3rlpy / CORL init it.
+    ds = tiny_dataset("continuous")
+
+    def std(**overrides) -> float:
+        torch.manual_seed(0)
+        algo = DT.from_dataset(tiny_config("dt", max_timestep=500, **overrides), ds)
+        return float(algo.model.embed_timestep.weight.detach().std())
+
+    assert 0.9 < std() < 1.1
+    assert 0.015 < std(timestep_init_std=0.02) < 0.025
+    with pytest.raises(ValueError, match="timestep_init_std"):
+        DTConfig(timestep_init_std=0.0)
