@@ -39,9 +39,6 @@ class _LeanStep:
         apply (checked once: the group settings it depends on do not change between steps,
         except `lr`, read at every step)."""
         self._lean = None
-        if getattr(self, "grad_scale", None) is not None or \
-                getattr(self, "found_inf", None) is not None:
-            return
         groups = []
         for g in self.param_groups:
             if not g.get("fused") or g["amsgrad"] or g["maximize"] or g["capturable"] \
@@ -71,7 +68,11 @@ class _LeanStep:
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:
         lean = self._lean
+        # grad_scale / found_inf: set by torch.amp.GradScaler around each step of a fused
+        # optimizer, so checked here, not only when the cache is built.
         if closure is not None or lean is None or self._has_hooks() \
+                or getattr(self, "grad_scale", None) is not None \
+                or getattr(self, "found_inf", None) is not None \
                 or any(isinstance(g["lr"], torch.Tensor) for g, *_ in lean):
             return self._torch_step(closure)
         grads = [[p.grad for p in params] for _, params, *_ in lean]

@@ -128,3 +128,22 @@ def test_zero_grad() -> None:
     extra.grad = torch.ones(2)
     opt.zero_grad()
     assert extra.grad is None  # groups added later are cleared too
+
+
+def test_grad_scaler_attributes_use_torch_step() -> None:
+    # torch.amp.GradScaler sets grad_scale / found_inf on a fused optimizer around its step:
+    # the lean path must not ignore them (here: gradients scaled by 4, no inf found).
+    a, b = _net(), _net()
+    oa, ob = AdamW(a.parameters(), lr=1e-2, fused=True), torch.optim.AdamW(
+        b.parameters(), lr=1e-2, fused=True)
+    _train(a, oa, 2)
+    _train(b, ob, 2)
+    for net, opt in ((a, oa), (b, ob)):
+        net(torch.ones(3, 5)).pow(2).mean().mul(4.0).backward()
+        opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.tensor(0.0)
+        opt.step()
+        del opt.grad_scale, opt.found_inf
+    _same(a, b, oa, ob)
+    _train(a, oa, 2)  # and back on the lean path
+    _train(b, ob, 2)
+    _same(a, b, oa, ob)
