@@ -36,6 +36,16 @@ def _train(net: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int = 1
             sched.step()
 
 
+def _adamw_pair(steps: int) -> tuple[nn.Module, nn.Module, AdamW, torch.optim.AdamW]:
+    """Two equal nets, one with the lean AdamW and one with torch's, trained `steps` alike."""
+    a, b = _net(), _net()
+    oa = AdamW(a.parameters(), lr=1e-2, fused=True)
+    ob = torch.optim.AdamW(b.parameters(), lr=1e-2, fused=True)
+    _train(a, oa, steps)
+    _train(b, ob, steps)
+    return a, b, oa, ob
+
+
 def _same(a: nn.Module, b: nn.Module, oa: torch.optim.Optimizer,
           ob: torch.optim.Optimizer) -> None:
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
@@ -66,11 +76,7 @@ def test_bit_identical_to_torch_fused_with_groups_and_schedule(lean_cls, torch_c
 
 
 def test_resumed_state_and_fallbacks_stay_identical() -> None:
-    a, b = _net(), _net()
-    oa, ob = AdamW(a.parameters(), lr=1e-2, fused=True), torch.optim.AdamW(
-        b.parameters(), lr=1e-2, fused=True)
-    _train(a, oa, 3)
-    _train(b, ob, 3)
+    a, b, oa, ob = _adamw_pair(3)
     # load_state_dict (a resumed checkpoint) replaces the state tensors: the cache goes
     a2 = copy.deepcopy(a)
     oa2 = AdamW(a2.parameters(), lr=1e-2, fused=True)
@@ -133,11 +139,7 @@ def test_zero_grad() -> None:
 def test_grad_scaler_attributes_use_torch_step() -> None:
     # torch.amp.GradScaler sets grad_scale / found_inf on a fused optimizer around its step:
     # the lean path must not ignore them (here: gradients scaled by 4, no inf found).
-    a, b = _net(), _net()
-    oa, ob = AdamW(a.parameters(), lr=1e-2, fused=True), torch.optim.AdamW(
-        b.parameters(), lr=1e-2, fused=True)
-    _train(a, oa, 2)
-    _train(b, ob, 2)
+    a, b, oa, ob = _adamw_pair(2)
     for net, opt in ((a, oa), (b, ob)):
         net(torch.ones(3, 5)).pow(2).mean().mul(4.0).backward()
         opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.tensor(0.0)

@@ -18,6 +18,7 @@ from experiments.peer.algos import BC, CQL, DT
 from experiments.peer.d3rlpy_side import needs_training, train_command
 from experiments.peer.offrl_side import offrl_command, offrl_side
 from experiments.peer.report import dataset_entry, markdown
+from tests.script_helpers import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 D3RLPY_PYTHON = REPO / ".venv-d3rlpy" / "bin" / "python"
@@ -272,12 +273,7 @@ def test_d3rlpy_dt_smoke_run_scored_through_its_stateful_wrapper(tmp_path: Path)
 def test_main_no_train_writes_an_empty_cql_report(tmp_path: Path) -> None:
     """The CLI wiring without d3rlpy: defaults from the suite config (10k steps), the mapped
     d3rlpy arguments and the remaining differences in the report, nothing trained."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("peer_check", REPO / "experiments/peer_check.py")
-    assert spec is not None and spec.loader is not None
-    peer_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer_check)
+    peer_check = load_experiment("peer_check")
     (tmp_path / "compare" / "hopper-medium").mkdir(parents=True)
     out = tmp_path / "cql.json"
     peer_check.main(["--algo", "cql", "--no-train", "--levels", "medium", "--offrl-precision",
@@ -295,12 +291,7 @@ def test_main_no_train_writes_an_empty_cql_report(tmp_path: Path) -> None:
 def test_env_option_picks_env_id_study_and_names(tmp_path: Path) -> None:
     """--env halfcheetah / walker2d: their eval env, the mujoco study's folder, <env>-<level>
     dataset names and report title; explicit --env-id / --compare / --work still win."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("peer_check", REPO / "experiments/peer_check.py")
-    assert spec is not None and spec.loader is not None
-    peer_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer_check)
+    peer_check = load_experiment("peer_check")
     args = peer_check.parse_args(["--env", "walker2d"])
     assert args.env_id == "Walker2d-v5"
     assert args.compare == REPO / "runs" / "compare" / "mujoco"
