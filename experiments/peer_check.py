@@ -87,9 +87,9 @@ from experiments.peer.offrl_side import long_eval_offrl, offrl_act, offrl_side  
 from experiments.peer.report import dataset_entry, write_report  # noqa: E402
 
 LEVELS = ("medium", "medium-replay", "medium-expert")
-# --env: the generated datasets' env folder -> its evaluation env and the study that trained it.
-ENVS = {"hopper": ("Hopper-v5", "hopper"), "halfcheetah": ("HalfCheetah-v5", "mujoco"),
-        "walker2d": ("Walker2d-v5", "mujoco")}
+# --env: the generated datasets' env folder -> the study that trained them (the evaluation
+# env comes from envs/facts.py).
+STUDIES = {"hopper": "hopper", "halfcheetah": "mujoco", "walker2d": "mujoco"}
 
 
 def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the "
                    "suite config's total_steps: BC 20k, CQL 10k)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of training")
-    p.add_argument("--env", default="hopper", choices=sorted(ENVS),
+    p.add_argument("--env", default="hopper", choices=sorted(STUDIES),
                    help="the generated datasets minari:offrl-mujoco/<env>/<level>-v0")
     p.add_argument("--env-id", default=None, help="evaluation env (default: --env's, "
                    "Hopper-v5 / HalfCheetah-v5 / Walker2d-v5)")
@@ -196,10 +196,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.offrl_train = False
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
-    env_id, study = ENVS[args.env]
-    args.env_id = args.env_id or env_id
+    from offrl.envs.facts import find_env_facts
+
+    facts = find_env_facts(args.env)
+    assert facts is not None, f"{args.env}: not in envs/facts.py"
+    args.env_id = args.env_id or facts.env_id
     args.work = args.work or ROOT / "runs" / "peers" / args.env
-    args.compare = args.compare or ROOT / "runs" / "compare" / study
+    args.compare = args.compare or ROOT / "runs" / "compare" / STUDIES[args.env]
     return args
 
 
