@@ -86,9 +86,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['torch_updates_per_s']:.0f} updates/s, ratio {r['ratio_lean_over_torch']:.3f}"
               f", bit-identical: {r['parameters_bit_identical']}")
     if args.out:
-        args.out.write_text(json.dumps({"benchmark": "bc_update_ab", "data": str(args.data),
-                                        "torch": torch.__version__, "results": results},
-                                       indent=1) + "\n")
+        tmp = args.out.with_name(args.out.name + ".tmp")  # no half-written results file
+        tmp.write_text(json.dumps({"benchmark": "bc_update_ab", "data": str(args.data),
+                                   "torch": torch.__version__, "results": results},
+                                  indent=1) + "\n")
+        tmp.replace(args.out)
 
 
 if __name__ == "__main__":
