@@ -187,6 +187,7 @@ class OfflineAlgorithm:
         self.resolved = dict(resolved or {})
         self.device = torch.device(device)
         self.num_updates = 0
+        self._loads = 0  # load_state_dict calls: see `weights_stamp`
         self.optimizers, self.schedulers = {}, {}
         self.actions = None if spaces.discrete else ActionScaler(spaces, self.device)
         self._build()
@@ -269,6 +270,15 @@ class OfflineAlgorithm:
                     saved = merge_zero_decay_groups(saved, len(obj.param_groups))
                 obj.load_state_dict(saved)
         self.num_updates = int(state["num_updates"])
+        self._loads += 1
+
+    @property
+    def weights_stamp(self) -> tuple[int, int]:
+        """Changes whenever the parameters may have: (updates, checkpoint loads). For copies
+        of the weights kept beside the model (a DT policy's bf16 model, its KV cache's
+        transposed matrices): the update count alone misses a load that restores the same
+        count, and torch's fused optimizers do not move tensor version counters."""
+        return self.num_updates, self._loads
 
     # ---- helpers for subclasses ----------------------------------------------------------------
 

@@ -367,11 +367,11 @@ class DTPolicy:
             raise ValueError(f"precision must be one of {ACT_PRECISIONS}, got {precision!r}")
         self.precision = precision
         self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self._copy_of: int | None = None  # algo.num_updates when the bf16 copy was made
+        self._copy_of: tuple[int, int] | None = None  # algo.weights_stamp of the bf16 copy
         model = self._acting_model()
         use_cache = algo.config.kv_cache if kv_cache is None else kv_cache
         self.cache = DTKVCache(model, num_envs) if use_cache else None
-        self._cache_of = algo.num_updates  # the cache's fused embedding is of this model
+        self._cache_of = algo.weights_stamp  # the cache's weight copies are of this model
         s, k, dev = algo.spaces, algo.config.context, algo.device
         n = num_envs
         self.states = torch.zeros(n, k, s.obs_dim, device=dev)  # normalized
@@ -395,9 +395,9 @@ class DTPolicy:
             model.eval()
         if self.precision == "fp32":
             return model
-        if self._copy_of != self.algo.num_updates:
+        if self._copy_of != self.algo.weights_stamp:
             self._bf16_model = copy.deepcopy(model).to(torch.bfloat16).eval()
-            self._copy_of = self.algo.num_updates
+            self._copy_of = self.algo.weights_stamp
             if getattr(self, "cache", None) is not None:
                 self.cache.model = self._bf16_model
         return self._bf16_model
@@ -451,9 +451,9 @@ class DTPolicy:
         each row's last action (a_{t-1} for this step; callers may overwrite it)."""
         algo = self.algo
         self._acting_model()  # remakes the bf16 copy (and the cache's model) after updates
-        if self._cache_of != algo.num_updates:  # the fp32 model was updated in place
-            self.cache.refresh_embedding()
-            self._cache_of = algo.num_updates
+        if self._cache_of != algo.weights_stamp:  # the fp32 model changed in place
+            self.cache.refresh_weights()
+            self._cache_of = algo.weights_stamp
         # Host arrays: the cache builds its inputs with numpy (a few us per op less).
         state = algo.normalize_obs(np.asarray(obs, np.float32))
         rtg = (self.raw_return_to_go / algo.resolved["return_scale"]).astype(np.float32)

@@ -96,25 +96,34 @@ def test_kv_cache_exact_before_window_slides(kind: str) -> None:
         assert differed > 0
 
 
-def test_kv_cache_embedding_follows_parameter_updates() -> None:
-    # The cache fuses the value embeddings into one block-diagonal matmul (a copy of their
-    # weights): a policy that outlives updates must act as a fresh one does.
+def test_kv_cache_weights_follow_parameter_updates_and_loads() -> None:
+    # The cache keeps transposed copies of the weights (and fuses the value embeddings into
+    # one block-diagonal matmul): a policy that outlives updates, or a checkpoint load that
+    # restores the same update count, must act as a fresh one does.
     ds = tiny_dataset("continuous")
     torch.manual_seed(2)
     algo = DT.from_dataset(tiny_config("dt", num_layers=2, context=4, dropout=0.0), ds)
     sampler = algo.make_sampler(ds, seed=0)
     old = type(algo.make_policy(2))(algo, 2, kv_cache=True)
     obs = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
-    old.act(obs, np.zeros(2, np.float32))  # builds the fused weight
+    old.act(obs, np.zeros(2, np.float32))  # builds the copies
+    other = DT.from_state_dict(algo.state_dict())  # same update count, other weights
     for _ in range(3):
         algo.update(sampler.sample())
-    old.reset(np.ones(2, dtype=bool))
-    fresh = type(old)(algo, 2, kv_cache=True)
-    for step in range(3):
-        rewards = np.full(2, 0.5 * step, np.float32)
-        np.testing.assert_allclose(old.act(obs, rewards), fresh.act(obs, rewards), rtol=1e-6)
-    w, _ = old.cache._fused_embedding()
-    h, a = 16, algo.spaces.act_dim  # rows: a_{t-1}, R_t, s_t blocks; columns: [a, R, s]
-    torch.testing.assert_close(w[h:2 * h, a:a + 1], algo.model.embed_return.weight)
-    torch.testing.assert_close(w[2 * h:, a + 1:], algo.model.embed_state.weight)
-    assert float(w[h:, :a].abs().sum()) == 0.0  # off-diagonal blocks: exact zeros
+        other.update(sampler.sample())
+    for change in ("update", "load"):
+        if change == "load":
+            algo.load_state_dict(other.state_dict())  # num_updates stays 3
+        old.reset(np.ones(2, dtype=bool))
+        fresh = type(old)(algo, 2, kv_cache=True)
+        for step in range(3):
+            rewards = np.full(2, 0.5 * step, np.float32)
+            np.testing.assert_allclose(old.act(obs, rewards), fresh.act(obs, rewards),
+                                       rtol=1e-6)
+    w = old.cache._weights().embed  # rows: [a, R, s, 1]; column blocks: a_{t-1}, R_t, s_t
+    h, a = 16, algo.spaces.act_dim
+    torch.testing.assert_close(w[a:a + 1, h:2 * h], algo.model.embed_return.weight.T)
+    torch.testing.assert_close(w[a + 1:-1, 2 * h:], algo.model.embed_state.weight.T)
+    torch.testing.assert_close(w[-1, 2 * h:], algo.model.embed_state.bias)
+    assert float(w[:-1, h:][:a].abs().sum()) == 0.0  # off-diagonal blocks: exact zeros
+    assert float(w[a:-1, :h].abs().sum()) == 0.0
