@@ -70,7 +70,7 @@ from offrl.logging import JsonlLogger, Logger, MultiLogger, TensorBoardLogger
 RESUMABLE_CHANGES = frozenset({
     "total_steps", "log_every", "eval_every", "num_eval_episodes", "num_eval_envs", "async_envs",
     "target_returns", "eval_seed", "checkpoint_every", "keep_checkpoints", "device", "num_threads",
-    "download", "runs_root", "run_dir",
+    "flush_denormal", "download", "runs_root", "run_dir",
 })
 
 
@@ -432,6 +432,9 @@ class Trainer:
         train_s = 0.0
         autocast = autocast_context(self.device, cfg.precision)  # reusable, entered per update
         status, error = "finished", None
+        # This thread's (and threads it starts') FTZ/DAZ flags; torch has no getter, so the
+        # end of the run turns them off (the process default).
+        flushing = cfg.flush_denormal and torch.set_flush_denormal(True)
         try:
             while self.step < cfg.total_steps:
                 t0 = time.perf_counter()
@@ -468,6 +471,8 @@ class Trainer:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if flushing:
+                torch.set_flush_denormal(False)
             bar.close()
             summary = self._summary(status, error, start_step, train_s,
                                     time.perf_counter() - t_start)

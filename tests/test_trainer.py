@@ -315,3 +315,22 @@ def test_delayed_reward_run_trains_and_evaluates_delayed(cartpole: Path, tmp_pat
                                                                ).final_eval["eval/none/return_mean"]
     (res,), _ = evaluate_checkpoint(result.run_dir)
     assert res.summary()["return_mean"] == result.final_eval["eval/none/return_mean"]
+
+
+def _flushes() -> bool:
+    """Whether this thread flushes subnormals: 1e-39 (subnormal in float32) times one."""
+    return float(torch.tensor(1e-39, dtype=torch.float32) * 1.0) == 0.0
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_holds_during_the_run_and_ends_with_it(cartpole: Path, tmp_path: Path,
+                                                              flush: bool) -> None:
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero control")
+    assert not _flushes()
+    seen = []
+    cfg = make_config(cartpole, tmp_path / "run", total_steps=5, eval_every=0,
+                      num_eval_episodes=0, flush_denormal=flush)
+    Trainer(cfg, progress=False, hooks=[lambda trainer, step: seen.append(_flushes())]).run()
+    assert seen == [flush] * 5
+    assert not _flushes()  # the process default again
