@@ -1,12 +1,13 @@
 """FLOPs of one training update, counted by running it under `FlopCounterMode`.
 
-What is counted: the dense matrix products (mm, addmm, bmm, baddbmm, attention) of the
-forward and backward passes, 2 FLOPs per multiply-add, as torch's flop counter does;
-elementwise ops, norms and optimizer steps are not (they are memory-bound and small next to
-the matmuls here). Attention counts the full L x L products whatever the causal mask, so
-implementations that do the same work count the same. Torch's counter has no formula for the
-CPU flash-attention kernel (the `is_causal` fast path of `scaled_dot_product_attention`);
-`count_flops` adds one, so a model counts the same whichever SDPA backend runs it.
+What is counted: the dense matrix products (mm, addmm, bmm, baddbmm, their in-place forms,
+attention) of the forward and backward passes, 2 FLOPs per multiply-add, as torch's flop
+counter does; elementwise ops, norms and optimizer steps are not (they are memory-bound and
+small next to the matmuls here). Attention counts the full L x L products whatever the
+causal mask, so implementations that do the same work count the same. Torch's counter has no
+formula for the CPU flash-attention kernel (the `is_causal` fast path of
+`scaled_dot_product_attention`); `count_flops` adds one, so a model counts the same
+whichever SDPA backend runs it.
 
 This file must stay importable without offrl: the d3rlpy worker (a separate venv) uses it.
 """
@@ -47,7 +48,20 @@ def _cpu_flash_backward(grad_out: Sequence[int], query: Sequence[int], key: Sequ
             + _bmm(bh, lq, lk, d) + _bmm(bh, lk, lq, d))
 
 
-CUSTOM_FORMULAS: dict[Any, Callable[..., int]] = {}
+def _addmm_inplace(self_shape: Sequence[int], a: Sequence[int], b: Sequence[int],
+                   *args: Any, **kwargs: Any) -> int:
+    return _bmm(1, a[0], a[1], b[1])
+
+
+def _baddbmm_inplace(self_shape: Sequence[int], a: Sequence[int], b: Sequence[int],
+                     *args: Any, **kwargs: Any) -> int:
+    return _bmm(a[0], a[1], a[2], b[2])
+
+
+# Torch's counter knows addmm and baddbmm (and their out= forms) but not the in-place ones,
+# which offrl's chunked critic uses to accumulate weight gradients.
+CUSTOM_FORMULAS: dict[Any, Callable[..., int]] = {
+    aten.addmm_: _addmm_inplace, aten.baddbmm_: _baddbmm_inplace}
 if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
     CUSTOM_FORMULAS[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_forward
     CUSTOM_FORMULAS[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (

@@ -88,7 +88,7 @@ class _EnsembleMLPFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, compute_dtype: torch.dtype, chunk: int,
-                *params: torch.Tensor) -> torch.Tensor:
+                batched: bool, *params: torch.Tensor) -> torch.Tensor:
         ws, bs = params[0::2], params[1::2]  # (E, in, out), (E, 1, out) per layer
         num_hidden = len(ws) - 1
         e_size, n = ws[0].shape[0], x.shape[0]
@@ -96,85 +96,160 @@ class _EnsembleMLPFunction(torch.autograd.Function):
             wc = [w.detach().to(compute_dtype) for w in ws[:-1]] + [ws[-1].detach().float()]
             bc = [b.detach().to(compute_dtype) for b in bs[:-1]] + [bs[-1].detach().float()]
             xc = x.detach().to(compute_dtype)  # (N, in)
-            acts = [torch.empty(e_size, n, w.shape[2], dtype=compute_dtype, device=x.device)
-                    for w in ws[:-1]]  # post-ReLU activations (E, N, H), kept for backward
             out = torch.empty(e_size, n, ws[-1].shape[2], dtype=torch.float32, device=x.device)
-            for r0 in range(0, n, chunk):
-                r1 = min(r0 + chunk, n)
-                for e in range(e_size):
-                    h = xc[r0:r1]
-                    for i in range(num_hidden):
-                        dst = acts[i][e, r0:r1]  # contiguous rows: addmm writes in place
-                        torch.addmm(bc[i][e], h, wc[i][e], out=dst)
-                        h = dst.relu_()
-                    torch.addmm(bc[-1][e], h.float(), wc[-1][e], out=out[e, r0:r1])
+            if batched:
+                acts = _EnsembleMLPFunction._forward_batched(xc, wc, bc, chunk, out)
+            else:
+                acts = [torch.empty(e_size, n, w.shape[2], dtype=compute_dtype,
+                                    device=x.device)
+                        for w in ws[:-1]]  # post-ReLU activations (E, N, H), for backward
+                for r0 in range(0, n, chunk):
+                    r1 = min(r0 + chunk, n)
+                    for e in range(e_size):
+                        h = xc[r0:r1]
+                        for i in range(num_hidden):
+                            dst = acts[i][e, r0:r1]  # contiguous rows: addmm writes in place
+                            torch.addmm(bc[i][e], h, wc[i][e], out=dst)
+                            h = dst.relu_()
+                        torch.addmm(bc[-1][e], h.float(), wc[-1][e], out=out[e, r0:r1])
         ctx.save_for_backward(xc, *acts, *wc)
         ctx.chunk, ctx.num_hidden, ctx.x_dtype = chunk, num_hidden, x.dtype
+        ctx.batched = batched
         return out
+
+    @staticmethod
+    def _forward_batched(xc: torch.Tensor, wc: list[torch.Tensor], bc: list[torch.Tensor],
+                         chunk: int, out: torch.Tensor) -> list[torch.Tensor]:
+        """The forward chunk by chunk with all members in each op (batched matmuls over E):
+        with several threads each op splits over the members, so every core keeps its
+        members' chunk in its own cache. Activations are kept per chunk, (E, R, H) each, as
+        a flat list ordered chunk-major."""
+        num_hidden = len(wc) - 1
+        e_size, n = out.shape[0], out.shape[1]
+        acts = []
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            h = xc[r0:r1].expand(e_size, -1, -1)  # (E, R, in), the shared input
+            for i in range(num_hidden):
+                h = torch.baddbmm(bc[i], h, wc[i]).relu_()  # (E, R, H)
+                acts.append(h)
+            out[:, r0:r1] = torch.baddbmm(bc[-1], h.float(), wc[-1])
+        return acts
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         xc, *rest = ctx.saved_tensors
         num_hidden = ctx.num_hidden
-        acts, wc = rest[:num_hidden], rest[num_hidden:]
+        acts, wc = rest[:-(num_hidden + 1)], rest[-(num_hidden + 1):]
         need_x = ctx.needs_input_grad[0]
-        need_p = any(ctx.needs_input_grad[3:])
-        e_size, n = g_out.shape[0], g_out.shape[1]
+        need_p = any(ctx.needs_input_grad[4:])
         g_out = g_out.float()
         dws = [torch.zeros(w.shape, dtype=torch.float32, device=xc.device) for w in wc]
         dbs = [torch.zeros(w.shape[0], 1, w.shape[2], dtype=torch.float32, device=xc.device)
                for w in wc]
         dx = torch.zeros(xc.shape, dtype=torch.float32, device=xc.device) if need_x else None
-        fp32 = xc.dtype == torch.float32
+        backward = (_EnsembleMLPFunction._backward_batched if ctx.batched
+                    else _EnsembleMLPFunction._backward_members)
         with torch.autocast(xc.device.type, enabled=False):
-            for r0 in range(0, n, ctx.chunk):
-                r1 = min(r0 + ctx.chunk, n)
-                for e in range(e_size):
-                    # Output layer: its (R, out) gradient is tiny; casting it to the compute
-                    # dtype (not the (R, H) activation to float32) keeps every large tensor in
-                    # the compute dtype.
-                    g = g_out[e, r0:r1].to(xc.dtype)  # (R, out)
-                    top = acts[-1][e, r0:r1] if num_hidden else xc[r0:r1]
-                    if need_p:
-                        dws[-1][e].add_(top.T @ g)
-                        dbs[-1][e].add_(g_out[e, r0:r1].sum(0))
-                    w_out = wc[-1][e].to(xc.dtype)
-                    if not num_hidden:
-                        if need_x:
-                            dx[r0:r1].add_(g @ w_out.T)
-                        continue
-                    g = g @ w_out.T  # (R, H) grad wrt the top activation
-                    for i in range(num_hidden - 1, -1, -1):
-                        # ReLU backward (what autograd runs for relu; masked_fill_ with a
-                        # comparison mask was 10x slower on CPU, bf16 and fp32 alike)
-                        g = torch.ops.aten.threshold_backward(g, acts[i][e, r0:r1], 0)
-                        below = acts[i - 1][e, r0:r1] if i > 0 else xc[r0:r1]
-                        if need_p:
-                            if fp32:
-                                dws[i][e].addmm_(below.T, g)
-                            else:  # bf16 product of one chunk, summed over chunks in fp32
-                                dws[i][e].add_(below.T @ g)
-                            dbs[i][e].add_(g.sum(0))
-                        if i > 0:
-                            g = g @ wc[i][e].T
-                        elif need_x:
-                            dx[r0:r1].add_(g @ wc[0][e].T)
+            backward(ctx.chunk, xc, acts, wc, g_out, dws, dbs, dx, need_p)
         grads: list[torch.Tensor | None] = []
         for dw, db in zip(dws, dbs, strict=True):
             grads += [dw, db] if need_p else [None, None]
-        return (dx.to(ctx.x_dtype) if dx is not None else None, None, None, *grads)
+        return (dx.to(ctx.x_dtype) if dx is not None else None, None, None, None, *grads)
+
+    @staticmethod
+    def _backward_members(chunk: int, xc: torch.Tensor, acts: Sequence[torch.Tensor],
+                          wc: Sequence[torch.Tensor], g_out: torch.Tensor,
+                          dws: list[torch.Tensor], dbs: list[torch.Tensor],
+                          dx: torch.Tensor | None, need_p: bool) -> None:
+        """`backward` for the per-member forward: chunk by chunk, one member at a time;
+        accumulates into dws, dbs (float32) and dx."""
+        num_hidden = len(wc) - 1
+        e_size, n = g_out.shape[0], g_out.shape[1]
+        fp32 = xc.dtype == torch.float32
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            for e in range(e_size):
+                # Output layer: its (R, out) gradient is tiny; casting it to the compute
+                # dtype (not the (R, H) activation to float32) keeps every large tensor in
+                # the compute dtype.
+                g = g_out[e, r0:r1].to(xc.dtype)  # (R, out)
+                top = acts[-1][e, r0:r1] if num_hidden else xc[r0:r1]
+                if need_p:
+                    dws[-1][e].add_(top.T @ g)
+                    dbs[-1][e].add_(g_out[e, r0:r1].sum(0))
+                w_out = wc[-1][e].to(xc.dtype)
+                if not num_hidden:
+                    if dx is not None:
+                        dx[r0:r1].add_(g @ w_out.T)
+                    continue
+                g = g @ w_out.T  # (R, H) grad wrt the top activation
+                for i in range(num_hidden - 1, -1, -1):
+                    # ReLU backward (what autograd runs for relu; masked_fill_ with a
+                    # comparison mask was 10x slower on CPU, bf16 and fp32 alike)
+                    g = torch.ops.aten.threshold_backward(g, acts[i][e, r0:r1], 0)
+                    below = acts[i - 1][e, r0:r1] if i > 0 else xc[r0:r1]
+                    if need_p:
+                        if fp32:
+                            dws[i][e].addmm_(below.T, g)
+                        else:  # bf16 product of one chunk, summed over chunks in fp32
+                            dws[i][e].add_(below.T @ g)
+                        dbs[i][e].add_(g.sum(0))
+                    if i > 0:
+                        g = g @ wc[i][e].T
+                    elif dx is not None:
+                        dx[r0:r1].add_(g @ wc[0][e].T)
+
+    @staticmethod
+    def _backward_batched(chunk: int, xc: torch.Tensor, acts: Sequence[torch.Tensor],
+                          wc: Sequence[torch.Tensor], g_out: torch.Tensor,
+                          dws: list[torch.Tensor], dbs: list[torch.Tensor],
+                          dx: torch.Tensor | None, need_p: bool) -> None:
+        """`backward` for `_forward_batched`'s per-chunk activations: the same steps with
+        all members in each op; accumulates into dws, dbs (float32) and dx."""
+        num_hidden = len(wc) - 1
+        e_size, n = g_out.shape[0], g_out.shape[1]
+        fp32 = xc.dtype == torch.float32
+        w_out = wc[-1].to(xc.dtype)  # (E, H, out)
+        for c, r0 in enumerate(range(0, n, chunk)):
+            r1 = min(r0 + chunk, n)
+            chunk_acts = acts[c * num_hidden:(c + 1) * num_hidden]
+            x_rows = xc[r0:r1].expand(e_size, -1, -1)  # (E, R, in)
+            g = g_out[:, r0:r1].to(xc.dtype)  # (E, R, out)
+            top = chunk_acts[-1] if num_hidden else x_rows
+            if need_p:
+                dws[-1].add_(top.transpose(1, 2) @ g)
+                dbs[-1].add_(g_out[:, r0:r1].sum(1, keepdim=True))
+            if not num_hidden:
+                if dx is not None:
+                    dx[r0:r1].add_((g @ w_out.transpose(1, 2)).sum(0))
+                continue
+            g = g @ w_out.transpose(1, 2)  # (E, R, H)
+            for i in range(num_hidden - 1, -1, -1):
+                g = torch.ops.aten.threshold_backward(g, chunk_acts[i], 0)
+                below = chunk_acts[i - 1] if i > 0 else x_rows
+                if need_p:
+                    if fp32:
+                        dws[i].baddbmm_(below.transpose(1, 2), g)
+                    else:  # bf16 product of one chunk, summed over chunks in fp32
+                        dws[i].add_(below.transpose(1, 2) @ g)
+                    dbs[i].add_(g.sum(1, keepdim=True))
+                if i > 0:
+                    g = g @ wc[i].transpose(1, 2)
+                elif dx is not None:
+                    dx[r0:r1].add_((g @ wc[0].transpose(1, 2)).sum(0))
 
 
 class CriticEnsemble(nn.Module):
     """E Q-networks Q_e(s, a) as one MLP of `EnsembleLinear` layers: all critics in one call
     instead of E separate forward passes.
 
-    On one CPU thread, `_EnsembleMLPFunction` runs them in cache-sized row chunks (measured
-    1.2-1.3x faster per CQL update than layer-wise autograd, fp32 and bf16). With more threads
-    (and on GPUs) the layer-wise path runs instead: on a loaded 2-core machine the many small
-    parallel matmuls of the chunked path measured slower than a few large ones. Both give the
-    same math, with the output layer in float32 under bf16 autocast.
+    On the CPU, `_EnsembleMLPFunction` runs them in cache-sized row chunks (see `cpu_path`:
+    1.2-1.6x faster per CQL update than layer-wise autograd); with several threads each op
+    takes all members at once, so the threads split it by member and each core keeps its
+    member's chunk in its own cache. On GPUs the layer-wise path runs. All give the same math
+    (up to rounding order), with the output layer in float32 under bf16 autocast.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int],
@@ -186,6 +261,15 @@ class CriticEnsemble(nn.Module):
         )
         self.hidden = tuple(hidden)
         self.ensemble_size = ensemble_size
+
+    cpu_path: str = "auto"
+    """How the CPU forward/backward runs (class-wide; set on an instance to compare):
+    "members" (chunks, one member at a time), "batched" (chunks, all members in each op),
+    "layerwise" (plain autograd), "auto" (members for float32 on one thread, else batched).
+    CQL updates/s, paper-size critics, interleaved in one process (`benchmarks/
+    cql_path_ab.py`, `benchmarks/results/cql_path_ab.json`), batched / members / layerwise:
+    2 threads bf16 43.7 / 35.2 / 25.3, fp32 19.4 / 18.0 / 15.8; 1 thread bf16 26.8 / 25.4 /
+    17.5, fp32 10.0 / 10.2 / 9.0."""
 
     def _layerwise(self, x: torch.Tensor) -> torch.Tensor:
         """Plain autograd, layer by layer: (N, in) -> (E, N, 1) float32."""
@@ -207,11 +291,16 @@ class CriticEnsemble(nn.Module):
             obs = obs[:, None].expand(-1, m, -1).reshape(b * m, -1)  # (B*M, obs_dim)
             actions = actions.reshape(b * m, -1)
         x = torch.cat([obs, actions], dim=-1)  # (N, obs+act)
-        if x.device.type == "cpu" and torch.get_num_threads() == 1:
-            dtype = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
-                     else torch.float32)
+        dtype = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                 else torch.float32)
+        path = self.cpu_path
+        if path == "auto":
+            path = ("members" if torch.get_num_threads() == 1 and dtype == torch.float32
+                    else "batched")
+        if x.device.type == "cpu" and path != "layerwise":
             params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
-            q = _EnsembleMLPFunction.apply(x, dtype, _chunk_rows(self.hidden, dtype), *params)
+            q = _EnsembleMLPFunction.apply(x, dtype, _chunk_rows(self.hidden, dtype),
+                                           path == "batched", *params)
         else:
             q = self._layerwise(x)
         q = q.squeeze(-1)  # (E, N)

@@ -43,6 +43,24 @@ def test_cpu_flash_attention_counts_like_the_math_path() -> None:
     assert count_flops(flash) == count_flops(math)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_critic_paths_count_the_same_flops(dtype: torch.dtype) -> None:
+    # The chunked paths accumulate weight gradients with in-place addmm_ / baddbmm_, which
+    # torch's counter does not know: `count_flops` adds them, so every path counts the same.
+    from offrl.nn import CriticEnsemble
+
+    torch.manual_seed(0)
+    critic = CriticEnsemble(5, 2, (16, 16), ensemble_size=2)
+    obs, act = torch.randn(40, 5), torch.randn(40, 3, 2)
+    counts = {}
+    for path in ("layerwise", "members", "batched"):
+        critic.cpu_path = path
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            counts[path] = count_flops(lambda: critic(obs, act).sum().backward())
+    per_member = mlp_update_flops(120, (7, 16, 16, 1))
+    assert counts == dict.fromkeys(counts, 2 * per_member)
+
+
 class FakePeer:
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []

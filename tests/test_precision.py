@@ -44,13 +44,15 @@ def grads(critic: CriticEnsemble, act: torch.Tensor, q: torch.Tensor, w: torch.T
     return [p.grad.clone() for p in critic.parameters()], act.grad.clone()
 
 
-@pytest.mark.parametrize("threads", [1, 2])  # 1: chunked autograd function; 2: layer-wise
+@pytest.mark.parametrize(("threads", "path"), [
+    (1, "auto"), (2, "auto"), (1, "batched"), (2, "members"), (1, "layerwise")])
 @pytest.mark.parametrize("hidden", [(), (7,), (16, 16, 5)])
-def test_critic_ensemble_matches_plain_autograd(hidden, threads, monkeypatch):
+def test_critic_ensemble_matches_plain_autograd(hidden, threads, path, monkeypatch):
     monkeypatch.setattr(offrl.nn, "_chunk_rows", lambda h, d: 64)  # 3 chunks, one ragged
     torch.set_num_threads(threads)  # restored by the autouse fixture
     torch.manual_seed(0)
     critic = CriticEnsemble(5, 2, hidden, ensemble_size=3)
+    critic.cpu_path = path
     obs, act = torch.randn(150, 5), torch.randn(150, 2, requires_grad=True)
     w = torch.randn(3, 150)
     q = critic(obs, act)
@@ -75,11 +77,11 @@ def test_critic_ensemble_matches_plain_autograd(hidden, threads, monkeypatch):
     assert all(p.grad is None for p in critic.parameters())
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_critic_ensemble_under_bf16_autocast_stays_close_to_fp32(threads):
-    torch.set_num_threads(threads)
+@pytest.mark.parametrize("path", ["members", "batched", "layerwise"])
+def test_critic_ensemble_under_bf16_autocast_stays_close_to_fp32(path):
     torch.manual_seed(0)
     critic = CriticEnsemble(11, 3, (64, 64), ensemble_size=2)
+    critic.cpu_path = path
     obs, act = torch.randn(300, 11), (torch.rand(300, 3) * 2 - 1).requires_grad_(True)
     w = torch.linspace(-1, 1, 600).view(2, 300)
     ref_q = critic(obs, act)
