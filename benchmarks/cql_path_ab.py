@@ -87,14 +87,18 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_dataset(str(args.data), env_id="Hopper-v5")
     # What the trainer does (RunConfig.flush_denormal): Adam moments of dead units would
     # otherwise slow every side as they decay into subnormals.
-    torch.set_flush_denormal(True)
+    flushing = torch.set_flush_denormal(True)
     results = []
-    for threads in args.threads:
-        for precision in args.precisions:
-            r = run(dataset, threads, precision, args.rounds, args.updates)
-            results.append(r)
-            rates = ", ".join(f"{k} {v:.1f}" for k, v in r["updates_per_s"].items())
-            print(f"{threads} thread(s) {precision}: {rates} updates/s", flush=True)
+    try:
+        for threads in args.threads:
+            for precision in args.precisions:
+                r = run(dataset, threads, precision, args.rounds, args.updates)
+                results.append(r)
+                rates = ", ".join(f"{k} {v:.1f}" for k, v in r["updates_per_s"].items())
+                print(f"{threads} thread(s) {precision}: {rates} updates/s", flush=True)
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
     if args.out:
         tmp = args.out.with_name(args.out.name + ".tmp")  # no half-written results file
         tmp.write_text(json.dumps({"benchmark": "cql_path_ab", "data": str(args.data),

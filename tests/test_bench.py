@@ -130,6 +130,22 @@ def test_bc_update_ab_runs_both_sides_bit_identically(tmp_path: Path) -> None:
     assert len(r["rates"]["lean"]) == len(r["rates"]["torch"]) == 2
 
 
+def test_cql_path_ab_times_every_path(tmp_path: Path) -> None:
+    from benchmarks import cql_path_ab
+
+    data, out = tmp_path / "tiny.hdf5", tmp_path / "ab.json"
+    make_file(data, 2000)
+    cql_path_ab.main(["--threads", "1", "--rounds", "2", "--updates", "1", "--data", str(data),
+                      "--out", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert [r["precision"] for r in results] == ["bf16", "fp32"]
+    for r in results:
+        assert set(r["updates_per_s"]) == set(cql_path_ab.PATHS)
+        assert all(len(v) == 2 and min(v) > 0 for v in r["rates"].values())
+        assert r["ratio_to_layerwise"]["layerwise"] == 1.0
+    assert float(torch.tensor(1e-39) * 1.0) != 0.0  # subnormals kept again afterwards
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not D3RLPY_PYTHON.exists(), reason="no .venv-d3rlpy (make venv-d3rlpy)")
 def test_d3rlpy_worker_builds_the_same_bc(tmp_path: Path) -> None:
