@@ -31,7 +31,8 @@ chunk when that mode runs (else it is left out).
 
     python -m benchmarks.eval_speed [--episodes 10] [--envs 10] [--device cpu] [--threads 1]
         [--modes exact kv-cache exact-bf16 kv-cache-bf16] [--chunk 2] [--rounds 0]
-        [--vector lockstep] [--env-threads 1] [--peer] [--out benchmarks/results/eval_speed.json]
+        [--vector lockstep] [--env-threads 1] [--peer] [--peer-threads 0]
+        [--out benchmarks/results/eval_speed.json]
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def main() -> None:
                    help="lockstep only: threads stepping the N envs (the one-env side has 1)")
     p.add_argument("--peer", action="store_true",
                    help="also time d3rlpy's sequential DT evaluation in every round")
+    p.add_argument("--peer-threads", type=int, default=0,
+                   help="torch threads of the peer (0: the same as offrl's); e.g. 2 beside "
+                        "--threads 1 --env-threads 2, so both sides use the 2 cores")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_speed.json"))
     args = p.parse_args()
     if args.threads:
@@ -173,11 +177,12 @@ def main() -> None:
 
     seed0, target = 100, 3600.0
     peer = None
+    peer_threads = args.peer_threads or torch.get_num_threads()
     if args.peer:
         tmp = tempfile.TemporaryDirectory()
         export_d4rl(data, Path(tmp.name) / "hopper-random-tiny.hdf5")
         peer = PeerEval(Path(tmp.name) / "hopper-random-tiny.hdf5", target, args.terminate)
-        peer.run([seed0], torch.get_num_threads())  # warm-up (not timed)
+        peer.run([seed0], peer_threads)  # warm-up (not timed)
     vec_env = Evaluator(env_fn, args.envs, vector=args.vector, env_threads=args.env_threads)
     one_env = Evaluator(env_fn, 1, vector=args.vector)
 
@@ -225,7 +230,7 @@ def main() -> None:
                 rates[mode][side].append(steps / t)
         if peer is not None:
             res = peer.run(list(range(seed0 + first, seed0 + first + n_one)),
-                           torch.get_num_threads())
+                           peer_threads)
             peer_rates.append(res["steps"] / res["seconds"])
     seq_exact = rates["exact"]["one"] if "exact" in rates else None
     for mode in args.modes:
@@ -260,6 +265,7 @@ def main() -> None:
               f"max |return difference| {max_diff:.3g}")
     if peer is not None:
         result["d3rlpy_sequential"] = {
+            "torch_threads": peer_threads,
             "env_steps_per_s": round(float(np.median(peer_rates)), 1),
             "round_rates": [round(x, 1) for x in peer_rates], **peer.info}
         print(f"  [d3rlpy 2.8.1 sequential, StatefulTransformerWrapper] 1 env: "

@@ -319,6 +319,7 @@ def evaluate_checkpoint(
     seed: int | None = None, env_id: str | None = None, device: str = "cpu",
     async_envs: bool = False, video: str | Path | None = None,
     config_overrides: dict[str, Any] | None = None, vector: str | None = None,
+    env_threads: int = 1,
 ) -> tuple[list[EvalResult], dict[str, Any]]:
     """Evaluate a checkpoint (file or run folder) from the checkpoint alone.
 
@@ -330,7 +331,7 @@ def evaluate_checkpoint(
     `config_overrides`: acting-time fields of the algorithm's config to change (e.g.
     {"kv_cache": True} for DT); a field the config lacks is an error.
     `vector`: how the envs are stepped (see `Evaluator`; None = lockstep, or async with
-    `async_envs`).
+    `async_envs`); `env_threads`: lockstep only, threads stepping the envs (see `Evaluator`).
     Returns the results and the checkpoint's metadata (step, algo, env, dataset)."""
     from offrl.algorithm import is_return_conditioned
     from offrl.checkpoint import load_checkpoint, resolve_checkpoint, restore_algorithm
@@ -363,6 +364,7 @@ def evaluate_checkpoint(
     # The recorded kwargs belong to the run's env; checkpoints older than them have none.
     kwargs = env_kwargs(config, payload.get("env_kwargs") if same_env else None)
     with Evaluator(env, n, async_envs=async_envs, env_kwargs=kwargs, vector=vector,
+                   env_threads=env_threads,
                    ref_scores=tuple(ref) if ref is not None else None) as ev:
         trained = payload.get("dataset", {}).get("obs_shape")
         if trained is not None:

@@ -121,11 +121,15 @@ def test_train_then_eval_smoke(algo: str, keytodoor: Path, tmp_path: Path, capsy
         code, _, err = run_cli(["eval", str(run), "--episodes", "1", "--act-precision", "bf16"],
                                capsys)
         assert code == 1 and "no config field(s) ['act_precision']" in err
-    # gymnasium's SyncVectorEnv gives the same episodes as the default lockstep loop
-    code, out, err = run_cli(["eval", str(run), "--episodes", "3", "--envs", "2", "--json",
-                              "--vector", "sync"], capsys)
-    assert code == 0, err
-    assert json.loads(out)["results"] == result["results"]
+    # gymnasium's SyncVectorEnv, and the lockstep loop's envs stepped in 2 threads, give the
+    # same episodes as the default lockstep loop
+    for flags in (["--vector", "sync"], ["--env-threads", "2", "--threads", "1"]):
+        code, out, err = run_cli(["eval", str(run), "--episodes", "3", "--envs", "2", "--json",
+                                  *flags], capsys)
+        assert code == 0, err
+        assert json.loads(out)["results"] == result["results"]
+    code, _, err = run_cli(["eval", str(run), "--env-threads", "0"], capsys)
+    assert code == 1 and "--env-threads" in err
 
 
 def test_yaml_config_with_overrides_and_resume(keytodoor: Path, tmp_path: Path, capsys
