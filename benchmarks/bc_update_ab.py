@@ -12,25 +12,22 @@ parameters must stay bit-identical (checked at the end). A round times `--update
 each side, the order alternating; reported: the median over rounds of per-round ratios
 lean/torch and the median updates/s per side.
 
-    python benchmarks/bc_update_ab.py [--threads 1 2] [--rounds 9] [--updates 300]
+    python -m benchmarks.bc_update_ab [--threads 1 2] [--rounds 9] [--updates 300]
         [--data PATH] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.ab_common import add_data_args, load_data, write_results
 from offrl.algorithms.bc import BC, BCConfig
-from offrl.datasets import StateActionSampler, load_dataset
-
-DEFAULT_DATA = Path.home() / ".cache" / "offrl-bench" / "hopper_synthetic_1000000_seed0.hdf5"
+from offrl.datasets import StateActionSampler
 
 
 def build(dataset: Any, lean: bool) -> tuple[BC, Any]:
@@ -73,24 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--updates", type=int, default=300)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="D4RL-layout HDF5 (default: make bench's 1M-step synthetic hopper)")
-    p.add_argument("--out", type=Path, default=None)
+    add_data_args(p)
     args = p.parse_args(argv)
-    if not args.data.is_file():
-        raise SystemExit(f"{args.data}: no such dataset (run `make bench` once, or pass --data)")
-    dataset = load_dataset(str(args.data), env_id="Hopper-v5")
+    dataset = load_data(args.data)
     results = [run(dataset, t, args.rounds, args.updates) for t in args.threads]
     for r in results:
         print(f"{r['threads']} thread(s): lean {r['lean_updates_per_s']:.0f} vs torch "
               f"{r['torch_updates_per_s']:.0f} updates/s, ratio {r['ratio_lean_over_torch']:.3f}"
               f", bit-identical: {r['parameters_bit_identical']}")
-    if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")  # no half-written results file
-        tmp.write_text(json.dumps({"benchmark": "bc_update_ab", "data": str(args.data),
-                                   "torch": torch.__version__, "results": results},
-                                  indent=1) + "\n")
-        tmp.replace(args.out)
+    write_results(args.out, "bc_update_ab", args.data, results)
 
 
 if __name__ == "__main__":

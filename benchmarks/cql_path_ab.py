@@ -11,7 +11,7 @@ sampled actions) from the same seed, on the same batches. A round times `--updat
 of each side, the order reversing every round; reported: the median updates/s per side and
 the median over rounds of each side's ratio to `layerwise`.
 
-    python benchmarks/cql_path_ab.py [--threads 2 1] [--precisions bf16 fp32] [--rounds 9]
+    python -m benchmarks.cql_path_ab [--threads 2 1] [--precisions bf16 fp32] [--rounds 9]
         [--updates 20] [--data PATH] [--out FILE.json]
 """
 
@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.ab_common import add_data_args, load_data, write_results
 from offrl.algorithms.cql import CQL, CQLConfig
-from offrl.datasets import load_dataset
 
-DEFAULT_DATA = Path.home() / ".cache" / "offrl-bench" / "hopper_synthetic_1000000_seed0.hdf5"
 PATHS = ("layerwise", "members", "batched")
 
 
@@ -78,13 +75,9 @@ def main(argv: list[str] | None = None) -> None:
                    default=["bf16", "fp32"])
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--updates", type=int, default=20)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="D4RL-layout HDF5 (default: make bench's 1M-step synthetic hopper)")
-    p.add_argument("--out", type=Path, default=None)
+    add_data_args(p)
     args = p.parse_args(argv)
-    if not args.data.is_file():
-        raise SystemExit(f"{args.data}: no such dataset (run `make bench` once, or pass --data)")
-    dataset = load_dataset(str(args.data), env_id="Hopper-v5")
+    dataset = load_data(args.data)
     # What the trainer does (RunConfig.flush_denormal): Adam moments of dead units would
     # otherwise slow every side as they decay into subnormals.
     flushing = torch.set_flush_denormal(True)
@@ -99,12 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if flushing:
             torch.set_flush_denormal(False)
-    if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")  # no half-written results file
-        tmp.write_text(json.dumps({"benchmark": "cql_path_ab", "data": str(args.data),
-                                   "torch": torch.__version__, "results": results},
-                                  indent=1) + "\n")
-        tmp.replace(args.out)
+    write_results(args.out, "cql_path_ab", args.data, results)
 
 
 if __name__ == "__main__":
