@@ -160,6 +160,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.chunk < 1 or args.episodes < 1 or args.envs < 1:
         p.error("--episodes, --envs and --chunk must be >= 1")
+    if args.peer_threads < 0:
+        p.error(f"--peer-threads must be >= 0, got {args.peer_threads}")
     chunk = min(args.chunk, args.episodes)
     rounds = args.rounds or -(-args.episodes // chunk)
     torch.manual_seed(0)
@@ -276,7 +278,9 @@ def main() -> None:
     one_env.close()
     result["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    tmp = args.out.with_name(args.out.name + ".tmp")  # no half-written results file
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(args.out)
     print(f"wrote {args.out}")
 
 
