@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from offrl.fused_linear import linear
+
 
 def mlp(
     in_dim: int, hidden: Sequence[int], out_dim: int,
@@ -578,10 +580,10 @@ class CausalSelfAttention(nn.Module):
         h = self.num_heads
         p = self.attn_dropout if self.training else 0.0
         weights = None
-        qkv = self.qkv(x)  # (B, L, 3d)
+        qkv = linear(x, self.qkv.weight, self.qkv.bias)  # (B, L, 3d)
         if p > 0.0 and not return_attention:
             y = attention_with_dropout(qkv, h, attn_mask, p)  # (B, L, d)
-            return self.resid_dropout(self.out_proj(y)), None
+            return self.resid_dropout(linear(y, self.out_proj.weight, self.out_proj.bias)), None
         q, k, v = qkv.view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
         if not return_attention:
             if attn_mask is None:
@@ -595,7 +597,7 @@ class CausalSelfAttention(nn.Module):
             weights = (scores + attention_bias(attn_mask, scores.dtype)).softmax(dim=-1)
             y = dropout(weights, p, self.training) @ v
         y = y.transpose(1, 2).reshape(b, length, d)
-        return self.resid_dropout(self.out_proj(y)), weights
+        return self.resid_dropout(linear(y, self.out_proj.weight, self.out_proj.bias)), weights
 
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
@@ -619,9 +621,12 @@ class FeedForward(nn.Module):
         # one, so the in-place ReLU below needs no CopySlices in backward (which zero-fills
         # and copies the whole (N, 4d) gradient). In place because the linear's backward does
         # not need its output and a fresh (N, 4d) tensor costs page faults on CPU.
-        h = self.fc(x.reshape(-1, x.shape[-1]))  # (N, 4d)
-        h = F.relu(h, inplace=True) if self.activation is F.relu else self.activation(h)
-        return self.dropout(self.out_proj(h).view(x.shape))
+        rows = x.reshape(-1, x.shape[-1])
+        if self.activation is F.relu:  # bias and ReLU inside the matmul under bf16 autocast
+            h = linear(rows, self.fc.weight, self.fc.bias, relu=True)  # (N, 4d)
+        else:
+            h = self.activation(linear(rows, self.fc.weight, self.fc.bias))
+        return self.dropout(linear(h, self.out_proj.weight, self.out_proj.bias).view(x.shape))
 
 
 class TransformerBlock(nn.Module):
