@@ -316,7 +316,7 @@ class DT(OfflineAlgorithm):
         return states, actions, batch.returns_to_go, timesteps, m
 
     def update(self, batch: SequenceBatch) -> dict[str, float]:
-        self.model.train()
+        self.train_mode()
         states, actions, rtg, timesteps, m = self.prepare(batch)
         pred = self.model(states, actions, rtg, timesteps, m)  # (B, K, A) or (B, K, n)
         if self.spaces.discrete:

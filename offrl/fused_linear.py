@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
+def fused_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The autocast dtype when the fused path applies to `x`, else None."""
     if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return None
@@ -30,6 +30,29 @@ def _fused_dtype(x: torch.Tensor) -> torch.dtype | None:
     if dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
         return None
     return dtype
+
+
+def linear_rows(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool
+                ) -> torch.Tensor:
+    """act(x w^T + b) for 2-D x, all operands in one dtype: oneDNN with the bias and ReLU in
+    the matmul for bf16 on CPU, `addmm` (+ in-place ReLU) otherwise."""
+    if (x.dtype == torch.bfloat16 and x.device.type == "cpu"
+            and torch.backends.mkldnn.is_available()):
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "relu" if relu else "none", [], "")
+    y = torch.addmm(b, x, w.t())
+    return y.relu_() if relu else y
+
+
+def linear_rows_backward(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
+                         y: torch.Tensor | None, need: tuple[bool, bool, bool]
+                         ) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of `linear_rows` (x, w, b; None where `need` says so) from g (N, out) in
+    w's dtype; `y` is the ReLU output, None without ReLU. The products are those of
+    `addmm`'s autograd for a transposed weight (g w, g^T x), in the same order."""
+    if y is not None:
+        g = torch.ops.aten.threshold_backward(g, y, 0)
+    return (g.mm(w) if need[0] else None, g.t().mm(x) if need[1] else None,
+            g.sum(0) if need[2] else None)
 
 
 class _FusedLinearFunction(torch.autograd.Function):
@@ -41,10 +64,9 @@ class _FusedLinearFunction(torch.autograd.Function):
         # No autocast region needed: every operand is cast to `dtype` here.
         x2 = x.reshape(-1, x.shape[-1]).to(dtype)
         w = weight.to(dtype)
-        y = torch.ops.mkldnn._linear_pointwise(
-            x2, w, bias.to(dtype), "relu" if relu else "none", [], "")
+        y = linear_rows(x2, w, bias.to(dtype), relu)
         ctx.save_for_backward(x2, w, y if relu else None)
-        ctx.relu, ctx.x_dtype, ctx.x_shape = relu, x.dtype, x.shape
+        ctx.x_dtype, ctx.x_shape = x.dtype, x.shape
         ctx.w_dtype, ctx.b_dtype = weight.dtype, bias.dtype
         return y.view(*x.shape[:-1], y.shape[-1])
 
@@ -52,24 +74,18 @@ class _FusedLinearFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2, w, y = ctx.saved_tensors
-        gx = gw = gb = None
         # Operands all in w's dtype: autocast (on during backward) leaves these mm alone.
-        g = g.reshape(-1, g.shape[-1]).to(w.dtype)
-        if ctx.relu:
-            g = torch.ops.aten.threshold_backward(g, y, 0)
-        if ctx.needs_input_grad[0]:
-            gx = g.mm(w).to(ctx.x_dtype).view(ctx.x_shape)
-        if ctx.needs_input_grad[1]:  # g^T x, as addmm's backward for a transposed W
-            gw = g.t().mm(x2).to(ctx.w_dtype)
-        if ctx.needs_input_grad[2]:
-            gb = g.sum(0).to(ctx.b_dtype)
-        return gx, gw, gb, None, None
+        gx, gw, gb = linear_rows_backward(g.reshape(-1, g.shape[-1]).to(w.dtype), x2, w, y,
+                                          ctx.needs_input_grad[:3])
+        return (None if gx is None else gx.to(ctx.x_dtype).view(ctx.x_shape),
+                None if gw is None else gw.to(ctx.w_dtype),
+                None if gb is None else gb.to(ctx.b_dtype), None, None)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            relu: bool = False) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, then ReLU when `relu`; fused under CPU bf16 autocast."""
-    dtype = _fused_dtype(x) if bias is not None else None
+    dtype = fused_dtype(x) if bias is not None else None
     if dtype is None:
         y = F.linear(x, weight, bias)
         return F.relu(y, inplace=True) if relu else y

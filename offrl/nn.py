@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from offrl.block_train import block_train_forward
 from offrl.fused_linear import linear
 
 
@@ -466,57 +467,69 @@ class _AttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, p: float,
                 generator: torch.Generator | None) -> torch.Tensor:
-        b, length, d3 = qkv.shape
-        d, h = d3 // 3, num_heads
-        hd = d // h
-        alpha = 1.0 / math.sqrt(hd)
-        low = qkv.dtype in (torch.bfloat16, torch.float16)
-        soft = torch.float32 if low else qkv.dtype  # softmax and mask precision
-        with torch.autocast(qkv.device.type, enabled=False):
-            if h == 1:
-                q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place
-            else:  # (B*H, L, hd): head-major copies
-                q, k, v = qkv.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4).reshape(
-                    3, b * h, length, hd)
-            if low:  # matmul in qkv's dtype, the scale and mask in float32
-                scores = torch.bmm(q, k.transpose(1, 2)).float().mul_(alpha).add_(bias.float())
-            else:
-                scores = torch.baddbmm(bias.to(soft), q, k.transpose(1, 2), alpha=alpha)
-            weights = scores.softmax(dim=-1)  # (B*H, L, L)
-            mask, scale = dropout_mask(weights.shape, p, weights.dtype, weights.device,
-                                       generator)
-            mask.mul_(scale)  # the scale folded into the mask
-            dropped = (weights * mask).to(qkv.dtype)
-            y = torch.bmm(dropped, v)  # (B*H, L, hd)
-        ctx.save_for_backward(q, k, v, weights, dropped, mask)
-        ctx.shape, ctx.num_heads, ctx.alpha = qkv.shape, h, alpha
-        if h > 1:
-            y = y.view(b, h, length, hd).transpose(1, 2).reshape(b, length, d)
-        return y  # (B, L, d) in qkv's dtype
+        y, saved, meta = attention_forward(qkv, bias, num_heads, p, generator)
+        ctx.save_for_backward(*saved)
+        ctx.meta = meta
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        q, k, v, weights, dropped, mask = ctx.saved_tensors
-        b, length, d3 = ctx.shape
-        h = ctx.num_heads
-        d = d3 // 3
-        with torch.autocast(g.device.type, enabled=False):
-            g = g.to(q.dtype)
-            if h > 1:
-                g = g.view(b, length, h, d // h).transpose(1, 2).reshape(b * h, length, d // h)
-            dw = torch.bmm(g, v.transpose(1, 2)).to(weights.dtype).mul_(mask)  # (B*H, L, L)
-            ds = torch.ops.aten._softmax_backward_data(dw, weights, -1, weights.dtype)
-            ds = ds.mul_(ctx.alpha).to(q.dtype)
-            dq = torch.bmm(ds, k)  # (B*H, L, hd)
-            dk = torch.bmm(ds.transpose(1, 2), q)
-            dv = torch.bmm(dropped.transpose(1, 2), g)
-            if h == 1:
-                dqkv = torch.cat([dq, dk, dv], dim=-1)  # (B, L, 3d)
-            else:
-                dqkv = torch.stack([dq, dk, dv]).view(3, b, h, length, d // h).permute(
-                    1, 3, 0, 2, 4).reshape(b, length, d3)
-        return dqkv, None, None, None, None
+        return attention_backward(ctx.saved_tensors, ctx.meta, g), None, None, None, None
+
+
+def attention_forward(qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, p: float,
+                      generator: torch.Generator | None
+                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[Any, ...]]:
+    """`_AttentionFunction`'s forward (also run inside `offrl.block_train`): qkv (B, L, 3d),
+    bias (B*H or 1, L, L) additive -> y (B, L, d) in qkv's dtype, the tensors the backward
+    needs and its other arguments."""
+    b, length, d3 = qkv.shape
+    d, h = d3 // 3, num_heads
+    hd = d // h
+    alpha = 1.0 / math.sqrt(hd)
+    low = qkv.dtype in (torch.bfloat16, torch.float16)
+    soft = torch.float32 if low else qkv.dtype  # softmax and mask precision
+    with torch.autocast(qkv.device.type, enabled=False):
+        if h == 1:
+            q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place
+        else:  # (B*H, L, hd): head-major copies
+            q, k, v = qkv.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4).reshape(
+                3, b * h, length, hd)
+        if low:  # matmul in qkv's dtype, the scale and mask in float32
+            scores = torch.bmm(q, k.transpose(1, 2)).float().mul_(alpha).add_(bias.float())
+        else:
+            scores = torch.baddbmm(bias.to(soft), q, k.transpose(1, 2), alpha=alpha)
+        weights = scores.softmax(dim=-1)  # (B*H, L, L)
+        mask, scale = dropout_mask(weights.shape, p, weights.dtype, weights.device, generator)
+        mask.mul_(scale)  # the scale folded into the mask
+        dropped = (weights * mask).to(qkv.dtype)
+        y = torch.bmm(dropped, v)  # (B*H, L, hd)
+    if h > 1:
+        y = y.view(b, h, length, hd).transpose(1, 2).reshape(b, length, d)
+    return y, (q, k, v, weights, dropped, mask), (qkv.shape, h, alpha)
+
+
+def attention_backward(saved: Sequence[torch.Tensor], meta: tuple[Any, ...], g: torch.Tensor
+                       ) -> torch.Tensor:
+    """`_AttentionFunction`'s backward: dL/dy (B, L, d) -> dL/dqkv (B, L, 3d)."""
+    q, k, v, weights, dropped, mask = saved
+    (b, length, d3), h, alpha = meta
+    d = d3 // 3
+    with torch.autocast(g.device.type, enabled=False):
+        g = g.to(q.dtype)
+        if h > 1:
+            g = g.view(b, length, h, d // h).transpose(1, 2).reshape(b * h, length, d // h)
+        dw = torch.bmm(g, v.transpose(1, 2)).to(weights.dtype).mul_(mask)  # (B*H, L, L)
+        ds = torch.ops.aten._softmax_backward_data(dw, weights, -1, weights.dtype)
+        ds = ds.mul_(alpha).to(q.dtype)
+        dq = torch.bmm(ds, k)  # (B*H, L, hd)
+        dk = torch.bmm(ds.transpose(1, 2), q)
+        dv = torch.bmm(dropped.transpose(1, 2), g)
+        if h == 1:
+            return torch.cat([dq, dk, dv], dim=-1)  # (B, L, 3d)
+        return torch.stack([dq, dk, dv]).view(3, b, h, length, d // h).permute(
+            1, 3, 0, 2, 4).reshape(b, length, d3)
 
 
 def attention_with_dropout(
@@ -541,15 +554,21 @@ def attention_with_dropout(
     h = num_heads
     if d3 % 3 or (d3 // 3) % h:
         raise ValueError(f"qkv last dim {d3} is not 3 * a multiple of num_heads {h}")
-    dtype = torch.float64 if qkv.dtype == torch.float64 else torch.float32
-    if attn_mask is None:
-        causal = torch.ones(length, length, dtype=torch.bool, device=qkv.device).tril()
-        bias = attention_bias(causal, dtype)[None]  # (1, L, L), broadcast over B*H
-    else:
-        bias = attention_bias(attn_mask, dtype)  # (B, 1, L, L)
-        bias = (bias.flatten(0, 1) if h == 1 else  # (B*H, L, L)
-                bias.expand(b, h, length, length).reshape(b * h, length, length))
+    bias = attention_bias_rows(attn_mask, b, h, length, qkv.dtype, qkv.device)
     return _AttentionFunction.apply(qkv, bias, h, p, generator)
+
+
+def attention_bias_rows(attn_mask: torch.Tensor | None, b: int, h: int, length: int,
+                        dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`attention_forward`'s bias: (1, L, L) causal for None, else (B*H, L, L) from a
+    (B, 1, L, L) bool or additive mask; float64 for float64 inputs, else float32."""
+    dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    if attn_mask is None:
+        causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+        return attention_bias(causal, dtype)[None]  # (1, L, L), broadcast over B*H
+    bias = attention_bias(attn_mask, dtype)  # (B, 1, L, L)
+    return (bias.flatten(0, 1) if h == 1 else  # (B*H, L, L)
+            bias.expand(b, h, length, length).reshape(b * h, length, length))
 
 
 class CausalSelfAttention(nn.Module):
@@ -640,10 +659,22 @@ class TransformerBlock(nn.Module):
         self.ln2 = nn.LayerNorm(embed_dim)
         self.mlp = FeedForward(embed_dim, dropout, activation)
 
+    fused_training = True
+    """Train on CPU (ReLU MLP, attention dropout > 0) through `offrl.block_train`: one
+    autograd node with a hand-written backward instead of ~30. False = module by module."""
+
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
         return_attention: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if (self.fused_training and self.training and not return_attention
+                and x.device.type == "cpu" and self.attn.attn_dropout > 0
+                and self.mlp.activation is F.relu and self.ln1.weight is not None
+                and self.ln2.weight is not None):
+            b, length, _ = x.shape
+            bias = attention_bias_rows(attn_mask, b, self.attn.num_heads, length, x.dtype,
+                                       x.device)
+            return block_train_forward(self, x, bias), None
         a, weights = self.attn(self.ln1(x), attn_mask, return_attention)
         x = x + a
         return x + self.mlp(self.ln2(x)), weights

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from offrl.fused_linear import _fused_dtype, linear
+from offrl.fused_linear import fused_dtype, linear
 from offrl.nn import FeedForward
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
@@ -63,11 +63,11 @@ def test_bf16_input_and_frozen_parameters():
 def test_plain_path_outside_bf16_autocast():
     torch.manual_seed(2)
     x, w, b = torch.randn(6, 4), torch.randn(3, 4), torch.randn(3)
-    assert _fused_dtype(x) is None
+    assert fused_dtype(x) is None
     assert torch.equal(linear(x, w, b, relu=True), F.relu(F.linear(x, w, b)))
     assert torch.equal(linear(x, w, None), F.linear(x, w))
     with torch.autocast("cpu", dtype=torch.float16):  # only bf16 takes the fused path
-        assert _fused_dtype(x) is None
+        assert fused_dtype(x) is None
 
 
 @needs_onednn

@@ -1,0 +1,99 @@
+"""`offrl.block_train`: a transformer block's training step as one autograd function, against
+the same block module by module (`TransformerBlock.fused_training = False`), with the same
+dropout masks (same seed, same draw order)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from offrl.nn import TransformerBlock, attention_bias
+
+BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
+
+
+def _block(d: int, heads: int, p: float, dtype: torch.dtype, seed: int = 0
+           ) -> tuple[TransformerBlock, TransformerBlock]:
+    torch.manual_seed(seed)
+    fused = TransformerBlock(d, heads, p, "relu").to(dtype)
+    for prm in fused.parameters():  # LayerNorm weights/biases away from 1/0: every term counts
+        prm.data.add_(0.1 * torch.randn_like(prm))
+    plain = copy.deepcopy(fused)
+    plain.fused_training = False
+    return fused, plain
+
+
+def _masks(kind: str, b: int, length: int, dtype: torch.dtype) -> torch.Tensor | None:
+    if kind == "causal":
+        return None
+    torch.manual_seed(11)
+    keep = (torch.ones(length, length, dtype=torch.bool).tril()
+            & ((torch.rand(b, 1, 1, length) > 0.3) | torch.eye(length, dtype=torch.bool)))
+    return keep if kind == "bool" else attention_bias(keep, dtype)
+
+
+def _step(block: TransformerBlock, x0: torch.Tensor, mask: torch.Tensor | None,
+          g: torch.Tensor, autocast: bool = False) -> list[torch.Tensor]:
+    x = x0.clone().requires_grad_(True)
+    torch.manual_seed(5)  # the dropout masks
+    with torch.autocast(**BF16, enabled=autocast):
+        y, _ = block(x, mask)
+        y.backward(g.to(y.dtype))
+    return [y.detach(), x.grad] + [p.grad for p in block.parameters()]
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("mask_kind", ["causal", "bool", "additive"])
+def test_float64_matches_module_by_module(heads, mask_kind):
+    fused, plain = _block(16, heads, 0.2, torch.float64)
+    x = torch.randn(3, 9, 16, dtype=torch.float64)
+    g = torch.randn(3, 9, 16, dtype=torch.float64)
+    mask = _masks(mask_kind, 3, 9, torch.float64)
+    out = _step(fused, x, mask, g)
+    ref = _step(plain, x, mask, g)
+    for a, c in zip(out, ref, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+    fused.eval()  # dropout did something: the training output is not the eval one
+    assert not torch.allclose(out[0], fused(x, mask)[0])
+
+
+def test_grad_fn_and_fallbacks():
+    fused, _ = _block(8, 1, 0.1, torch.float32)
+    x = torch.randn(2, 6, 8, requires_grad=True)
+    assert type(fused(x)[0].grad_fn).__name__ == "_BlockFunctionBackward"
+    y, w = fused(x, return_attention=True)  # attention maps: the module path
+    assert w is not None and type(y.grad_fn).__name__ != "_BlockFunctionBackward"
+    fused.eval()
+    assert type(fused(x)[0].grad_fn).__name__ != "_BlockFunctionBackward"
+    gelu = TransformerBlock(8, 1, 0.1, "gelu")  # the hand-written backward is ReLU's
+    assert type(gelu(x)[0].grad_fn).__name__ != "_BlockFunctionBackward"
+    no_attn_dropout = TransformerBlock(8, 1, 0.0, "relu")
+    assert type(no_attn_dropout(x)[0].grad_fn).__name__ != "_BlockFunctionBackward"
+
+
+def test_float32_and_a_branch_without_dropout():
+    fused, plain = _block(32, 2, 0.1, torch.float32)
+    for b in (fused, plain):  # the MLP branch undropped: the plain residual add
+        b.mlp.dropout.p = 0.0
+    x, g = torch.randn(4, 12, 32), torch.randn(4, 12, 32)
+    for a, c in zip(_step(fused, x, None, g), _step(plain, x, None, g), strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_as_close_to_float64_as_module_by_module():
+    """Under bf16 autocast both paths carry bf16 rounding; against the float64 block (same
+    masks) the fused path is no further off than module by module (it rounds less)."""
+    fused, plain = _block(64, 1, 0.1, torch.float32)
+    exact = copy.deepcopy(plain).double()
+    x, g = torch.randn(8, 30, 64), torch.randn(8, 30, 64)
+    ref = _step(exact, x.double(), None, g.double())
+    out = _step(fused, x, None, g, autocast=True)
+    base = _step(plain, x, None, g, autocast=True)
+    assert out[0].dtype == torch.float32  # the residual stream stays float32
+    for i, (a, c, r) in enumerate(zip(out, base, ref, strict=True)):
+        err_fused = ((a.double() - r).norm() / r.norm()).item()
+        err_plain = ((c.double() - r).norm() / r.norm()).item()
+        assert err_fused < 0.1, (i, err_fused)
+        assert err_fused <= 1.5 * err_plain + 1e-4, (i, err_fused, err_plain)
