@@ -126,6 +126,9 @@ class DTConfig:
                              f"got {self.timestep_init_std}")
 
 
+_STATE_ROWS = slice(1, None, 3)  # the s_t tokens of the (R_t, s_t, a_t) interleaving
+
+
 class DecisionTransformer(nn.Module):
     """GPT over interleaved (R_t, s_t, a_t) tokens; predicts a_t from the s_t token."""
 
@@ -176,11 +179,14 @@ class DecisionTransformer(nn.Module):
         if self.training and not return_attention:  # one additive mask for every block
             attn_mask = attention_bias(attn_mask, x.dtype)
         maps = []
-        for block in self.blocks:
-            x, w = block(x, attn_mask, return_attention)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # Only the state tokens of the last block are read: it computes just those rows
+            # when it can (the fused CPU training path), the same result with ~20% fewer FLOPs.
+            x, w = block(x, attn_mask, return_attention, _STATE_ROWS if i == last else None)
             if return_attention:
                 maps.append(w)
-        x = self.ln_f(x.view(b, k, 3, -1)[:, :, 1])  # (B, K, h) state tokens only
+        x = self.ln_f(x)  # (B, K, h) state tokens only
         return (self._head(x), maps) if return_attention else self._head(x)
 
     def _tokens(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,

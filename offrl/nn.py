@@ -481,55 +481,73 @@ class _AttentionFunction(torch.autograd.Function):
 def attention_forward(qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, p: float,
                       generator: torch.Generator | None
                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[Any, ...]]:
-    """`_AttentionFunction`'s forward (also run inside `offrl.block_train`): qkv (B, L, 3d),
-    bias (B*H or 1, L, L) additive -> y (B, L, d) in qkv's dtype, the tensors the backward
-    needs and its other arguments."""
-    b, length, d3 = qkv.shape
-    d, h = d3 // 3, num_heads
+    """`_AttentionFunction`'s forward: qkv (B, L, 3d), bias (B*H or 1, L, L) additive ->
+    y (B, L, d) in qkv's dtype, the tensors the backward needs and its other arguments."""
+    d = qkv.shape[-1] // 3
+    q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place with one head
+    return attention_qkv_forward(q, k, v, bias, num_heads, p, generator)
+
+
+def attention_qkv_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          bias: torch.Tensor, num_heads: int, p: float,
+                          generator: torch.Generator | None
+                          ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[Any, ...]]:
+    """Attention of Lq queries over L keys (also run inside `offrl.block_train`, where the
+    last block asks only the state tokens' queries): q (B, Lq, d), k and v (B, L, d) (views
+    may be strided), bias (B*H or 1, Lq, L) additive -> y (B, Lq, d) in q's dtype, the
+    tensors `attention_qkv_backward` needs and its other arguments."""
+    b, lq, d = q.shape
+    length, h = k.shape[1], num_heads
     hd = d // h
     alpha = 1.0 / math.sqrt(hd)
-    low = qkv.dtype in (torch.bfloat16, torch.float16)
-    soft = torch.float32 if low else qkv.dtype  # softmax and mask precision
-    with torch.autocast(qkv.device.type, enabled=False):
-        if h == 1:
-            q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place
-        else:  # (B*H, L, hd): head-major copies
-            q, k, v = qkv.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4).reshape(
-                3, b * h, length, hd)
-        if low:  # matmul in qkv's dtype, the scale and mask in float32
+    low = q.dtype in (torch.bfloat16, torch.float16)
+    soft = torch.float32 if low else q.dtype  # softmax and mask precision
+    with torch.autocast(q.device.type, enabled=False):
+        if h > 1:  # (B*H, L, hd): head-major copies
+            q, k, v = (t.reshape(b, t.shape[1], h, hd).transpose(1, 2).reshape(
+                b * h, t.shape[1], hd) for t in (q, k, v))
+        if low:  # matmul in q's dtype, the scale and mask in float32
             scores = torch.bmm(q, k.transpose(1, 2)).float().mul_(alpha).add_(bias.float())
         else:
             scores = torch.baddbmm(bias.to(soft), q, k.transpose(1, 2), alpha=alpha)
-        weights = scores.softmax(dim=-1)  # (B*H, L, L)
+        weights = scores.softmax(dim=-1)  # (B*H, Lq, L)
         mask, scale = dropout_mask(weights.shape, p, weights.dtype, weights.device, generator)
         mask.mul_(scale)  # the scale folded into the mask
-        dropped = (weights * mask).to(qkv.dtype)
-        y = torch.bmm(dropped, v)  # (B*H, L, hd)
+        dropped = (weights * mask).to(q.dtype)
+        y = torch.bmm(dropped, v)  # (B*H, Lq, hd)
     if h > 1:
-        y = y.view(b, h, length, hd).transpose(1, 2).reshape(b, length, d)
-    return y, (q, k, v, weights, dropped, mask), (qkv.shape, h, alpha)
+        y = y.view(b, h, lq, hd).transpose(1, 2).reshape(b, lq, d)
+    return y, (q, k, v, weights, dropped, mask), (b, lq, length, d, h, alpha)
 
 
 def attention_backward(saved: Sequence[torch.Tensor], meta: tuple[Any, ...], g: torch.Tensor
                        ) -> torch.Tensor:
     """`_AttentionFunction`'s backward: dL/dy (B, L, d) -> dL/dqkv (B, L, 3d)."""
+    dq, dk, dv = attention_qkv_backward(saved, meta, g)
+    return torch.cat([dq, dk, dv], dim=-1)
+
+
+def attention_qkv_backward(saved: Sequence[torch.Tensor], meta: tuple[Any, ...],
+                           g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`attention_qkv_forward`'s backward: dL/dy (B, Lq, d) -> dL/dq (B, Lq, d), dL/dk and
+    dL/dv (B, L, d)."""
     q, k, v, weights, dropped, mask = saved
-    (b, length, d3), h, alpha = meta
-    d = d3 // 3
+    b, lq, length, d, h, alpha = meta
+    hd = d // h
     with torch.autocast(g.device.type, enabled=False):
         g = g.to(q.dtype)
         if h > 1:
-            g = g.view(b, length, h, d // h).transpose(1, 2).reshape(b * h, length, d // h)
-        dw = torch.bmm(g, v.transpose(1, 2)).to(weights.dtype).mul_(mask)  # (B*H, L, L)
+            g = g.reshape(b, lq, h, hd).transpose(1, 2).reshape(b * h, lq, hd)
+        dw = torch.bmm(g, v.transpose(1, 2)).to(weights.dtype).mul_(mask)  # (B*H, Lq, L)
         ds = torch.ops.aten._softmax_backward_data(dw, weights, -1, weights.dtype)
         ds = ds.mul_(alpha).to(q.dtype)
-        dq = torch.bmm(ds, k)  # (B*H, L, hd)
-        dk = torch.bmm(ds.transpose(1, 2), q)
+        dq = torch.bmm(ds, k)  # (B*H, Lq, hd)
+        dk = torch.bmm(ds.transpose(1, 2), q)  # (B*H, L, hd)
         dv = torch.bmm(dropped.transpose(1, 2), g)
         if h == 1:
-            return torch.cat([dq, dk, dv], dim=-1)  # (B, L, 3d)
-        return torch.stack([dq, dk, dv]).view(3, b, h, length, d // h).permute(
-            1, 3, 0, 2, 4).reshape(b, length, d3)
+            return dq, dk, dv
+        return tuple(t.view(b, h, t.shape[1], hd).transpose(1, 2).reshape(b, t.shape[1], d)
+                     for t in (dq, dk, dv))
 
 
 def attention_with_dropout(
@@ -665,8 +683,11 @@ class TransformerBlock(nn.Module):
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-        return_attention: bool = False,
+        return_attention: bool = False, rows: slice | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, L, d) -> (B, L, d), or (B, Lr, d) for `rows`, a slice of the L positions
+        (what a model reads of its last block; the fused training path then computes only
+        those rows' queries and MLP), and the attention weights when `return_attention`."""
         if (self.fused_training and self.training and not return_attention
                 and x.device.type == "cpu" and self.attn.attn_dropout > 0
                 and self.mlp.activation is F.relu and self.ln1.weight is not None
@@ -674,7 +695,8 @@ class TransformerBlock(nn.Module):
             b, length, _ = x.shape
             bias = attention_bias_rows(attn_mask, b, self.attn.num_heads, length, x.dtype,
                                        x.device)
-            return block_train_forward(self, x, bias), None
+            return block_train_forward(self, x, bias, rows), None
         a, weights = self.attn(self.ln1(x), attn_mask, return_attention)
         x = x + a
-        return x + self.mlp(self.ln2(x)), weights
+        x = x + self.mlp(self.ln2(x))
+        return (x if rows is None else x[:, rows]), weights

@@ -97,3 +97,51 @@ def test_bf16_autocast_as_close_to_float64_as_module_by_module():
         err_plain = ((c.double() - r).norm() / r.norm()).item()
         assert err_fused < 0.1, (i, err_fused)
         assert err_fused <= 1.5 * err_plain + 1e-4, (i, err_fused, err_plain)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("mask_kind", ["causal", "bool"])
+def test_selected_rows_match_the_whole_block_then_the_rows(heads, mask_kind):
+    """`rows`: only those positions' queries, attention output and MLP; outputs and every
+    gradient equal the whole block's restricted to the rows. Dropout p = 1e-9 rounds to
+    keeping everything (`dropout_keep_levels`) while still taking the fused path."""
+    fused, plain = _block(16, heads, 1e-9, torch.float64)
+    rows = slice(1, None, 3)
+    x = torch.randn(3, 12, 16, dtype=torch.float64)
+    g = torch.randn(3, 4, 16, dtype=torch.float64)
+    mask = _masks(mask_kind, 3, 12, torch.float64)
+    outs = []
+    for block in (fused, plain):
+        xr = x.clone().requires_grad_(True)
+        y, _ = block(xr, mask, rows=rows)
+        y.backward(g)
+        outs.append([y.detach(), xr.grad] + [p.grad for p in block.parameters()])
+        block.zero_grad()
+    assert outs[0][0].shape == (3, 4, 16)
+    for a, c in zip(*outs, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_selected_rows_under_bf16_autocast_as_close_to_float64_as_module_by_module():
+    """The rows path under bf16 autocast against the float64 whole block (no element dropped,
+    p = 1e-9 as above): no further off than bf16 module by module (whole block, then rows)."""
+    fused, plain = _block(64, 1, 1e-9, torch.float32)
+    exact = copy.deepcopy(plain).double()
+    rows = slice(1, None, 3)
+    x, g = torch.randn(8, 30, 64), torch.randn(8, 10, 64)
+
+    def run(block: TransformerBlock, dtype: torch.dtype, autocast: bool) -> list[torch.Tensor]:
+        xr = x.to(dtype, copy=True).requires_grad_(True)
+        with torch.autocast(**BF16, enabled=autocast):
+            y, _ = block(xr, None, rows=rows)
+            y.backward(g.to(y.dtype))
+        return [y.detach(), xr.grad] + [p.grad for p in block.parameters()]
+
+    ref, out, base = run(exact, torch.float64, False), run(fused, torch.float32, True), run(
+        plain, torch.float32, True)
+    assert out[0].dtype == torch.float32 and out[0].shape == (8, 10, 64)
+    for i, (a, c, r) in enumerate(zip(out, base, ref, strict=True)):
+        err_fused = ((a.double() - r).norm() / r.norm()).item()
+        err_plain = ((c.double() - r).norm() / r.norm()).item()
+        assert 0 < err_fused < 0.1, (i, err_fused)  # > 0: bf16 rounding did happen
+        assert err_fused <= 1.5 * err_plain + 1e-4, (i, err_fused, err_plain)
