@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from offrl.relu16 import relu_
+
 if TYPE_CHECKING:  # dt.py imports this module
     from offrl.algorithms.dt import DecisionTransformer
 
@@ -183,7 +185,7 @@ class DTKVCache:
             x = (torch.addmm(x, y, bw.out) if i == last else x.addmm_(y, bw.out)).add_(b.out_b)
             h = torch.addmm(b.fc_b, torch.layer_norm(x, norm, b.ln2_w, b.ln2_b, b.ln2_eps),
                             bw.fc)
-            h = h.relu_() if b.activation is F.relu else b.activation(h)
+            h = relu_(h) if b.activation is F.relu else b.activation(h)
             x = x.addmm_(h, bw.proj).add_(b.proj_b)
         self.ptr = (self.ptr + 3) % self.slots
         ln = m.ln_f

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from offrl.relu16 import relu_backward
+
 
 def fused_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The autocast dtype when the fused path applies to `x`, else None."""
@@ -50,7 +52,7 @@ def linear_rows_backward(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
     w's dtype; `y` is the ReLU output, None without ReLU. The products are those of
     `addmm`'s autograd for a transposed weight (g w, g^T x), in the same order."""
     if y is not None:
-        g = torch.ops.aten.threshold_backward(g, y, 0)
+        g = relu_backward(g, y)
     return (g.mm(w) if need[0] else None, g.t().mm(x) if need[1] else None,
             g.sum(0) if need[2] else None)
 

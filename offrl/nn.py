@@ -16,6 +16,7 @@ from torch import nn
 
 from offrl.block_train import block_train_forward
 from offrl.fused_linear import linear
+from offrl.relu16 import relu_, relu_backward
 
 
 def mlp(
@@ -113,7 +114,7 @@ class _EnsembleMLPFunction(torch.autograd.Function):
                         for i in range(num_hidden):
                             dst = acts[i][e, r0:r1]  # contiguous rows: addmm writes in place
                             torch.addmm(bc[i][e], h, wc[i][e], out=dst)
-                            h = dst.relu_()
+                            h = relu_(dst)
                         torch.addmm(bc[-1][e], h.float(), wc[-1][e], out=out[e, r0:r1])
         ctx.save_for_backward(xc, *acts, *wc)
         ctx.chunk, ctx.num_hidden, ctx.x_dtype = chunk, num_hidden, x.dtype
@@ -134,7 +135,7 @@ class _EnsembleMLPFunction(torch.autograd.Function):
             r1 = min(r0 + chunk, n)
             h = xc[r0:r1].expand(e_size, -1, -1)  # (E, R, in), the shared input
             for i in range(num_hidden):
-                h = torch.baddbmm(bc[i], h, wc[i]).relu_()  # (E, R, H)
+                h = relu_(torch.baddbmm(bc[i], h, wc[i]))  # (E, R, H)
                 acts.append(h)
             out[:, r0:r1] = torch.baddbmm(bc[-1], h.float(), wc[-1])
         return acts
@@ -221,9 +222,9 @@ class _EnsembleMLPFunction(torch.autograd.Function):
             return
         g = g @ w_out.mT  # ([E,] R, H) grad wrt the top activation
         for i in range(num_hidden - 1, -1, -1):
-            # ReLU backward (what autograd runs for relu; masked_fill_ with a comparison mask
-            # was 10x slower on CPU, bf16 and fp32 alike)
-            g = torch.ops.aten.threshold_backward(g, acts[i], 0)
+            # ReLU backward (what autograd runs for relu, on int16 bits for bf16; masked_fill_
+            # with a comparison mask was 10x slower on CPU, bf16 and fp32 alike)
+            g = relu_backward(g, acts[i])
             below = acts[i - 1] if i > 0 else x_rows
             if need_p:
                 if dtype != torch.float32:  # bf16 product of one chunk, summed in fp32

@@ -146,6 +146,25 @@ def test_cql_path_ab_times_every_path(tmp_path: Path) -> None:
     assert float(torch.tensor(1e-39) * 1.0) != 0.0  # subnormals kept again afterwards
 
 
+def test_relu16_ab_swaps_the_relu_ops_and_restores_them(tmp_path: Path) -> None:
+    import offrl.fused_linear
+    import offrl.nn
+    from benchmarks import relu16_ab
+    from offrl.relu16 import relu_, relu_backward
+
+    data, out = tmp_path / "tiny.hdf5", tmp_path / "ab.json"
+    make_file(data, 2000)
+    relu16_ab.main(["--threads", "1", "--rounds", "2", "--updates", "1", "--check-updates",
+                    "2", "--data", str(data), "--out", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert [r["algo"] for r in results] == ["cql", "dt"]
+    for r in results:
+        assert r["bit_identical"] and r["ratio_int16_to_torch"] > 0
+        assert all(len(v) == 2 and min(v) > 0 for v in r["rates"].values())
+    assert offrl.nn.relu_ is relu_ and offrl.nn.relu_backward is relu_backward
+    assert offrl.fused_linear.relu_backward is relu_backward
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not D3RLPY_PYTHON.exists(), reason="no .venv-d3rlpy (make venv-d3rlpy)")
 def test_d3rlpy_worker_builds_the_same_bc(tmp_path: Path) -> None:
