@@ -179,3 +179,12 @@ def test_cli_precision_flag_and_resume_refuses_a_change(box_data, tmp_path, caps
     assert code == 1 and "precision" in err
     with pytest.raises(SystemExit):
         main(["train", "--algo", "bc", "--dataset", str(box_data), "--precision", "fp16"])
+
+
+def test_critic_chunks_are_larger_in_16_bit_floats_and_capped():
+    """`_chunk_rows`: ~2 MiB of one member's activations per chunk in float32, ~6 MiB in
+    bf16 (two chunks for the paper's 7936 CQL rows), at most 4096 rows in 16-bit floats."""
+    assert offrl.nn._chunk_rows((256, 256, 256), torch.float32) == 640
+    assert offrl.nn._chunk_rows((256, 256, 256), torch.bfloat16) == 4096
+    assert offrl.nn._chunk_rows((64,), torch.bfloat16) == 4096  # the cap
+    assert offrl.nn._chunk_rows((1 << 16,) * 4, torch.bfloat16) == 64  # the floor
