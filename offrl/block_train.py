@@ -11,7 +11,7 @@ The math is `TransformerBlock.forward` in training:
 with the same dropout masks in the same order (attention weights, then the two branches;
 `offrl.nn.dropout_mask`). Numerics as under autograd: LayerNorms and the residual stream in
 x's dtype, linears in the compute dtype (bf16 under CPU bf16 autocast, through
-`offrl.fused_linear.linear_rows`), attention as `offrl.nn.attention_forward`. One difference
+`offrl.fused_linear.linear_rows`), attention as `offrl.nn.attention_qkv_forward`. One difference
 under bf16: a dropped branch joins the stream as x + branch * (mask / P(keep)) computed in
 float32, where autograd's path first rounded branch / P(keep) to bf16 (and the same for the
 branch's gradient); fp32 and fp64 match autograd to rounding (tested).

@@ -476,26 +476,24 @@ class _AttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
-        y, saved, meta = attention_forward(qkv, bias, num_heads, p, generator)
+                generator: torch.Generator | None, rows: slice | None) -> torch.Tensor:
+        d = qkv.shape[-1] // 3
+        q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place with one head
+        if rows is not None:  # only these queries: (B, Lr, d), their bias rows
+            q, bias = q[:, rows], bias[:, rows]
+        y, saved, meta = attention_qkv_forward(q, k, v, bias, num_heads, p, generator)
         ctx.save_for_backward(*saved)
-        ctx.meta = meta
+        ctx.meta, ctx.rows = meta, rows
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        return attention_backward(ctx.saved_tensors, ctx.meta, g), None, None, None, None
-
-
-def attention_forward(qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, p: float,
-                      generator: torch.Generator | None
-                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[Any, ...]]:
-    """`_AttentionFunction`'s forward: qkv (B, L, 3d), bias (B*H or 1, L, L) additive ->
-    y (B, L, d) in qkv's dtype, the tensors the backward needs and its other arguments."""
-    d = qkv.shape[-1] // 3
-    q, k, v = qkv.split(d, dim=-1)  # (B, L, d) strided views, read in place with one head
-    return attention_qkv_forward(q, k, v, bias, num_heads, p, generator)
+        dq, dk, dv = attention_qkv_backward(ctx.saved_tensors, ctx.meta, g)
+        if ctx.rows is not None:  # the other queries got no gradient
+            dq = dk.new_zeros(dk.shape).index_copy_(  # (B, L, d)
+                1, torch.arange(dk.shape[1], device=dk.device)[ctx.rows], dq)
+        return torch.cat([dq, dk, dv], dim=-1), None, None, None, None, None
 
 
 def attention_qkv_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -530,13 +528,6 @@ def attention_qkv_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return y, (q, k, v, weights, dropped, mask), (b, lq, length, d, h, alpha)
 
 
-def attention_backward(saved: Sequence[torch.Tensor], meta: tuple[Any, ...], g: torch.Tensor
-                       ) -> torch.Tensor:
-    """`_AttentionFunction`'s backward: dL/dy (B, L, d) -> dL/dqkv (B, L, 3d)."""
-    dq, dk, dv = attention_qkv_backward(saved, meta, g)
-    return torch.cat([dq, dk, dv], dim=-1)
-
-
 def attention_qkv_backward(saved: Sequence[torch.Tensor], meta: tuple[Any, ...],
                            g: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """`attention_qkv_forward`'s backward: dL/dy (B, Lq, d) -> dL/dq (B, Lq, d), dL/dk and
@@ -562,13 +553,14 @@ def attention_qkv_backward(saved: Sequence[torch.Tensor], meta: tuple[Any, ...],
 
 def attention_with_dropout(
     qkv: torch.Tensor, num_heads: int, attn_mask: torch.Tensor | None, p: float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, rows: slice | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(hd) + mask) with `dropout` on the weights, times v, written out
     for training with attention dropout. qkv (B, L, 3d) (rows q, k, v as `nn.Linear(d, 3d)`
     lays them out), attn_mask (B, 1, L, L) bool (True = may attend) or additive float,
-    None = causal -> (B, L, d) in qkv's dtype. Every query must see at least one key (a
-    fully masked row is NaN).
+    None = causal -> (B, L, d) in qkv's dtype; with `rows` (a slice of the L positions) only
+    those queries: (B, Lr, d). Every query must see at least one key (a fully masked row is
+    NaN).
 
     Why not `scaled_dot_product_attention(dropout_p=p)`: with dropout, SDPA on CPU falls back
     to its math path, which copies q, k and v out of the strided qkv view, converts the
@@ -583,12 +575,12 @@ def attention_with_dropout(
     if d3 % 3 or (d3 // 3) % h:
         raise ValueError(f"qkv last dim {d3} is not 3 * a multiple of num_heads {h}")
     bias = attention_bias_rows(attn_mask, b, h, length, qkv.dtype, qkv.device)
-    return _AttentionFunction.apply(qkv, bias, h, p, generator)
+    return _AttentionFunction.apply(qkv, bias, h, p, generator, rows)
 
 
 def attention_bias_rows(attn_mask: torch.Tensor | None, b: int, h: int, length: int,
                         dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """`attention_forward`'s bias: (1, L, L) causal for None, else (B*H, L, L) from a
+    """`attention_qkv_forward`'s bias: (1, L, L) causal for None, else (B*H, L, L) from a
     (B, 1, L, L) bool or additive mask; float64 for float64 inputs, else float32."""
     dtype = torch.float64 if dtype == torch.float64 else torch.float32
     if attn_mask is None:
@@ -621,17 +613,27 @@ class CausalSelfAttention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-        return_attention: bool = False,
+        return_attention: bool = False, rows: slice | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, L, d) -> (B, L, d); with `rows` (a slice of the L positions; not with
+        `return_attention`) only those queries are computed: (B, Lr, d)."""
         b, length, d = x.shape
         h = self.num_heads
         p = self.attn_dropout if self.training else 0.0
         weights = None
+        if rows is not None and return_attention:
+            raise ValueError("rows= and return_attention=True do not combine")
         qkv = linear(x, self.qkv.weight, self.qkv.bias)  # (B, L, 3d)
         if p > 0.0 and not return_attention:
-            y = attention_with_dropout(qkv, h, attn_mask, p)  # (B, L, d)
+            y = attention_with_dropout(qkv, h, attn_mask, p, rows=rows)  # (B, L or Lr, d)
             return self.resid_dropout(linear(y, self.out_proj.weight, self.out_proj.bias)), None
         q, k, v = qkv.view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
+        if rows is not None:
+            q = q[:, :, rows]
+            if attn_mask is None:  # is_causal aligns a shorter query block at the top left
+                attn_mask = torch.ones(length, length, dtype=torch.bool,
+                                       device=x.device).tril()
+            attn_mask = attn_mask[..., rows, :]  # (Lr, L) or (B, 1, Lr, L)
         if not return_attention:
             if attn_mask is None:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
@@ -643,7 +645,7 @@ class CausalSelfAttention(nn.Module):
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // h)  # (B, H, L, L)
             weights = (scores + attention_bias(attn_mask, scores.dtype)).softmax(dim=-1)
             y = dropout(weights, p, self.training) @ v
-        y = y.transpose(1, 2).reshape(b, length, d)
+        y = y.transpose(1, 2).reshape(b, q.shape[2], d)
         return self.resid_dropout(linear(y, self.out_proj.weight, self.out_proj.bias)), weights
 
 
@@ -696,8 +698,9 @@ class TransformerBlock(nn.Module):
         return_attention: bool = False, rows: slice | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, L, d) -> (B, L, d), or (B, Lr, d) for `rows`, a slice of the L positions
-        (what a model reads of its last block; the fused training path then computes only
-        those rows' queries and MLP), and the attention weights when `return_attention`."""
+        (what a model reads of its last block: only those rows' queries, attention output
+        and MLP are computed; with `return_attention` the whole block, then the rows), and
+        the attention weights (B, H, L, L) when `return_attention`."""
         if (self.fused_training and self.training and not return_attention
                 and x.device.type == "cpu" and self.attn.attn_dropout > 0
                 and self.mlp.activation is F.relu and self.ln1.weight is not None
@@ -706,6 +709,10 @@ class TransformerBlock(nn.Module):
             bias = attention_bias_rows(attn_mask, b, self.attn.num_heads, length, x.dtype,
                                        x.device)
             return block_train_forward(self, x, bias, rows), None
+        if rows is not None and not return_attention:
+            a, _ = self.attn(self.ln1(x), attn_mask, rows=rows)  # (B, Lr, d)
+            x = x[:, rows] + a
+            return x + self.mlp(self.ln2(x)), None
         a, weights = self.attn(self.ln1(x), attn_mask, return_attention)
         x = x + a
         x = x + self.mlp(self.ln2(x))

@@ -145,3 +145,32 @@ def test_selected_rows_under_bf16_autocast_as_close_to_float64_as_module_by_modu
         err_plain = ((c.double() - r).norm() / r.norm()).item()
         assert 0 < err_fused < 0.1, (i, err_fused)  # > 0: bf16 rounding did happen
         assert err_fused <= 1.5 * err_plain + 1e-4, (i, err_fused, err_plain)
+
+
+@pytest.mark.parametrize("p", [1e-9, 0.0])  # attention_with_dropout / SDPA
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("mask_kind", ["causal", "bool", "additive"])
+@pytest.mark.parametrize("training", [True, False])
+def test_module_path_rows_match_the_whole_block_then_the_rows(p, heads, mask_kind, training):
+    """The module path (GPUs, GELU, `fused_training = False`) with `rows` computes only those
+    queries and MLP rows; outputs and gradients equal the whole block's restricted to them."""
+    torch.manual_seed(0)
+    block = TransformerBlock(16, heads, p, "relu").double()
+    block.fused_training = False
+    block.train(training)
+    rows = slice(1, None, 3)
+    x = torch.randn(3, 12, 16, dtype=torch.float64)
+    g = torch.randn(3, 4, 16, dtype=torch.float64)
+    mask = _masks(mask_kind, 3, 12, torch.float64)
+    outs = []
+    for use_rows in (True, False):
+        xr = x.clone().requires_grad_(True)
+        y, _ = block(xr, mask, rows=rows) if use_rows else block(xr, mask)
+        y = y if use_rows else y[:, rows]
+        y.backward(g)
+        outs.append([y.detach(), xr.grad] + [q.grad.clone() for q in block.parameters()])
+        block.zero_grad()
+    for a, c in zip(*outs, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+    y, w = block(x, mask, return_attention=True, rows=rows)  # maps: whole block, then rows
+    assert y.shape == (3, 4, 16) and w.shape == (3, heads, 12, 12)
