@@ -1,11 +1,13 @@
-"""What the interleaved in-process A/B scripts (`bc_update_ab.py`, `cql_path_ab.py`) share:
-their default dataset (`make bench`'s synthetic hopper file), its loading and the results
-file."""
+"""What the interleaved in-process A/B scripts (`bc_update_ab.py`, `cql_path_ab.py`,
+`relu16_ab.py`) share: their default dataset (`make bench`'s synthetic hopper file), its
+loading, flushing subnormals while they run, and the results file."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,19 @@ def load_data(path: Path) -> EpisodeDataset:
     if not path.is_file():
         raise SystemExit(f"{path}: no such dataset (run `make bench` once, or pass --data)")
     return load_dataset(str(path), env_id="Hopper-v5")
+
+
+@contextlib.contextmanager
+def flushed_denormals() -> Iterator[None]:
+    """Subnormals flushed to zero while the A/B runs, as the trainer does
+    (RunConfig.flush_denormal): Adam moments of dead units would otherwise slow every side as
+    they decay into subnormals. Off again afterwards."""
+    flushing = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
 
 
 def write_results(out: Path | None, benchmark: str, data: Path, results: list[Any]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.ab_common import add_data_args, load_data, write_results
+from benchmarks.ab_common import add_data_args, flushed_denormals, load_data, write_results
 from offrl.algorithms.cql import CQL, CQLConfig
 
 PATHS = ("layerwise", "members", "batched")
@@ -78,20 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     add_data_args(p)
     args = p.parse_args(argv)
     dataset = load_data(args.data)
-    # What the trainer does (RunConfig.flush_denormal): Adam moments of dead units would
-    # otherwise slow every side as they decay into subnormals.
-    flushing = torch.set_flush_denormal(True)
     results = []
-    try:
+    with flushed_denormals():
         for threads in args.threads:
             for precision in args.precisions:
                 r = run(dataset, threads, precision, args.rounds, args.updates)
                 results.append(r)
                 rates = ", ".join(f"{k} {v:.1f}" for k, v in r["updates_per_s"].items())
                 print(f"{threads} thread(s) {precision}: {rates} updates/s", flush=True)
-    finally:
-        if flushing:
-            torch.set_flush_denormal(False)
     write_results(args.out, "cql_path_ab", args.data, results)
 
 

@@ -25,7 +25,7 @@ import torch
 
 import offrl.fused_linear as fused_linear
 import offrl.nn as offrl_nn
-from benchmarks.ab_common import add_data_args, load_data, write_results
+from benchmarks.ab_common import add_data_args, flushed_denormals, load_data, write_results
 from offrl.algorithms import ALGORITHMS
 from offrl.relu16 import relu_, relu_backward
 
@@ -106,9 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     add_data_args(p)
     args = p.parse_args(argv)
     dataset = load_data(args.data)
-    flushing = torch.set_flush_denormal(True)  # as the trainer runs (RunConfig.flush_denormal)
     results = []
-    try:
+    with flushed_denormals():
         for algo in args.algos:
             for threads in args.threads:
                 r = run(algo, dataset, threads, args.precision, args.rounds, args.updates,
@@ -118,9 +117,6 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{algo} {threads} thread(s) {args.precision}: {rates} updates/s, "
                       f"int16/torch {r['ratio_int16_to_torch']:.3f}, bit-identical "
                       f"{r['bit_identical']}", flush=True)
-    finally:
-        if flushing:
-            torch.set_flush_denormal(False)
     write_results(args.out, "relu16_ab", args.data, results)
 
 

@@ -99,26 +99,37 @@ def test_bf16_autocast_as_close_to_float64_as_module_by_module():
         assert err_fused <= 1.5 * err_plain + 1e-4, (i, err_fused, err_plain)
 
 
+ROWS = slice(1, None, 3)
+
+
+def _rows_step(block: TransformerBlock, x: torch.Tensor, mask: torch.Tensor | None,
+               g: torch.Tensor, use_rows: bool) -> list[torch.Tensor]:
+    """Output and gradients of `block` on `ROWS`: with rows=, or the whole block then them."""
+    xr = x.clone().requires_grad_(True)
+    y, _ = block(xr, mask, rows=ROWS) if use_rows else block(xr, mask)
+    y = y if use_rows else y[:, ROWS]
+    y.backward(g)
+    out = [y.detach(), xr.grad] + [p.grad.clone() for p in block.parameters()]
+    block.zero_grad()
+    return out
+
+
 @pytest.mark.parametrize("heads", [1, 2])
 @pytest.mark.parametrize("mask_kind", ["causal", "bool"])
 def test_selected_rows_match_the_whole_block_then_the_rows(heads, mask_kind):
     """`rows`: only those positions' queries, attention output and MLP; outputs and every
-    gradient equal the whole block's restricted to the rows. Dropout p = 1e-9 rounds to
-    keeping everything (`dropout_keep_levels`) while still taking the fused path."""
+    gradient equal the whole block's (module by module) restricted to the rows. Dropout
+    p = 1e-9 rounds to keeping everything (`dropout_keep_levels`) while still taking the
+    fused path."""
     fused, plain = _block(16, heads, 1e-9, torch.float64)
-    rows = slice(1, None, 3)
     x = torch.randn(3, 12, 16, dtype=torch.float64)
     g = torch.randn(3, 4, 16, dtype=torch.float64)
     mask = _masks(mask_kind, 3, 12, torch.float64)
-    outs = []
-    for block in (fused, plain):
-        xr = x.clone().requires_grad_(True)
-        y, _ = block(xr, mask, rows=rows)
-        y.backward(g)
-        outs.append([y.detach(), xr.grad] + [p.grad for p in block.parameters()])
-        block.zero_grad()
-    assert outs[0][0].shape == (3, 4, 16)
-    for a, c in zip(*outs, strict=True):
+    out = _rows_step(fused, x, mask, g, True)
+    assert type(fused(x.requires_grad_(), mask, rows=ROWS)[0].grad_fn).__name__ == (
+        "_BlockFunctionBackward")
+    assert out[0].shape == (3, 4, 16)
+    for a, c in zip(out, _rows_step(plain, x.detach(), mask, g, False), strict=True):
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
 
 
@@ -127,7 +138,7 @@ def test_selected_rows_under_bf16_autocast_as_close_to_float64_as_module_by_modu
     p = 1e-9 as above): no further off than bf16 module by module (whole block, then rows)."""
     fused, plain = _block(64, 1, 1e-9, torch.float32)
     exact = copy.deepcopy(plain).double()
-    rows = slice(1, None, 3)
+    rows = ROWS
     x, g = torch.randn(8, 30, 64), torch.randn(8, 10, 64)
 
     def run(block: TransformerBlock, dtype: torch.dtype, autocast: bool) -> list[torch.Tensor]:
@@ -158,19 +169,11 @@ def test_module_path_rows_match_the_whole_block_then_the_rows(p, heads, mask_kin
     block = TransformerBlock(16, heads, p, "relu").double()
     block.fused_training = False
     block.train(training)
-    rows = slice(1, None, 3)
     x = torch.randn(3, 12, 16, dtype=torch.float64)
     g = torch.randn(3, 4, 16, dtype=torch.float64)
     mask = _masks(mask_kind, 3, 12, torch.float64)
-    outs = []
-    for use_rows in (True, False):
-        xr = x.clone().requires_grad_(True)
-        y, _ = block(xr, mask, rows=rows) if use_rows else block(xr, mask)
-        y = y if use_rows else y[:, rows]
-        y.backward(g)
-        outs.append([y.detach(), xr.grad] + [q.grad.clone() for q in block.parameters()])
-        block.zero_grad()
+    outs = [_rows_step(block, x, mask, g, use_rows) for use_rows in (True, False)]
     for a, c in zip(*outs, strict=True):
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
-    y, w = block(x, mask, return_attention=True, rows=rows)  # maps: whole block, then rows
+    y, w = block(x, mask, return_attention=True, rows=ROWS)  # maps: whole block, then rows
     assert y.shape == (3, 4, 16) and w.shape == (3, heads, 12, 12)
