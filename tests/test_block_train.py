@@ -177,3 +177,42 @@ def test_module_path_rows_match_the_whole_block_then_the_rows(p, heads, mask_kin
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
     y, w = block(x, mask, return_attention=True, rows=ROWS)  # maps: whole block, then rows
     assert y.shape == (3, 4, 16) and w.shape == (3, heads, 12, 12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_dt_training_step_equals_whole_blocks(fused: bool) -> None:
+    """The DT's training forward (last block on the state rows only, fused CPU path or module
+    path) against the same model written out with whole blocks and the state tokens taken by
+    hand: same predictions and gradients, with padded windows. Dropout 1e-9: the training
+    paths, nothing dropped."""
+    from offrl.algorithms.dt import DecisionTransformer
+
+    torch.manual_seed(0)
+    model = DecisionTransformer(5, 3, False, context=6, max_timestep=50, embed_dim=16,
+                                num_layers=3, num_heads=2, dropout=1e-9).double().train()
+    for block in model.blocks:
+        block.fused_training = fused
+    b, k = 4, 6
+    states = torch.randn(b, k, 5, dtype=torch.float64)
+    actions = torch.rand(b, k, 3, dtype=torch.float64) * 2 - 1
+    rtg, timesteps = torch.randn(b, k, dtype=torch.float64), torch.randint(0, 50, (b, k))
+    mask = torch.arange(k).expand(b, k) >= torch.arange(b)[:, None]  # 0..3 padded steps
+
+    def whole_blocks() -> torch.Tensor:
+        x = model.embed_ln(model._tokens(states, actions, rtg, timesteps))  # (B, 3K, h)
+        key_ok = mask.repeat_interleave(3, dim=1)
+        eye = torch.eye(3 * k, dtype=torch.bool)
+        attn = (torch.ones(3 * k, 3 * k, dtype=torch.bool).tril()
+                & (key_ok[:, None, :] | eye))[:, None]
+        for block in model.blocks:
+            x, _ = block(x, attn)
+        return model._head(model.ln_f(x.view(b, k, 3, -1)[:, :, 1]))  # the s_t tokens
+
+    outs = []
+    for pred_fn in (lambda: model(states, actions, rtg, timesteps, mask), whole_blocks):
+        pred = pred_fn()
+        ((pred - actions).pow(2).mean(-1)[mask].mean()).backward()
+        outs.append([pred.detach()] + [p.grad.clone() for p in model.parameters()])
+        model.zero_grad()
+    for a, c in zip(*outs, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
