@@ -43,8 +43,10 @@ from benchmarks.train_speed import (
     precision_option,
 )
 
-# (metric key, minimum ratio offrl / reference): the targets of issue #8.
-TARGETS = {"bc/fp32": 3.0, "cql/fp32": 3.0, "dt/fp32": 1.3, "dt/bf16": 2.5, "eval": 10.0}
+# (metric key, minimum ratio offrl / reference): the targets of issue #8 (CQL's 3x is asked
+# without a precision; at fp32 it is out of reach, see the README, so both rows carry it).
+TARGETS = {"bc/fp32": 3.0, "cql/fp32": 3.0, "cql/bf16": 3.0, "dt/fp32": 1.3, "dt/bf16": 2.5,
+           "eval": 10.0}
 QUICK_UPDATES = {"bc": 20, "cql": 2, "dt": 2}
 SKIPPABLE = ("d3rlpy", "eval", "bf16", "peak")
 
