@@ -182,7 +182,7 @@ class DecisionTransformer(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             # Only the state tokens of the last block are read: it computes just those rows
-            # when it can (the fused CPU training path), the same result with ~20% fewer FLOPs.
+            # (the same result with ~20% fewer FLOPs; with return_attention, the whole block).
             x, w = block(x, attn_mask, return_attention, _STATE_ROWS if i == last else None)
             if return_attention:
                 maps.append(w)

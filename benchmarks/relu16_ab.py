@@ -28,6 +28,7 @@ import offrl.nn as offrl_nn
 from benchmarks.ab_common import add_data_args, flushed_denormals, load_data, write_results
 from offrl.algorithms import ALGORITHMS
 from offrl.relu16 import relu_, relu_backward
+from offrl.trainer import autocast_context
 
 SIDES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {
     "int16": (relu_, relu_backward),
@@ -40,10 +41,8 @@ def side(name: str, precision: str) -> Iterator[None]:
     fwd, bwd = SIDES[name]
     saved = offrl_nn.relu_, offrl_nn.relu_backward, fused_linear.relu_backward
     offrl_nn.relu_, offrl_nn.relu_backward, fused_linear.relu_backward = fwd, bwd, bwd
-    numerics = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
     try:
-        with numerics:
+        with autocast_context(torch.device("cpu"), precision):
             yield
     finally:
         offrl_nn.relu_, offrl_nn.relu_backward, fused_linear.relu_backward = saved
@@ -105,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--check-updates", type=int, default=20)
     add_data_args(p)
     args = p.parse_args(argv)
+    for name in ("rounds", "updates", "check_updates"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if min(args.threads) < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     dataset = load_data(args.data)
     results = []
     with flushed_denormals():

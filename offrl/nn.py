@@ -74,9 +74,9 @@ def _chunk_rows(hidden: Sequence[int], dtype: torch.dtype) -> int:
     7936, 256) activations are served by mmap and page-faulted afresh every update, hence
     also the cap of 4096 rows for narrow networks."""
     size = torch.empty((), dtype=dtype).element_size()
-    budget = (6 << 20) if size <= 2 else (2 << 20)
+    budget, cap = ((6 << 20), 4096) if size <= 2 else ((2 << 20), None)
     rows = (budget // max(sum(hidden) * size, 1)) // 64 * 64
-    return max(64, min(rows, 4096) if size <= 2 else rows)
+    return max(64, rows if cap is None else min(rows, cap))
 
 
 class _EnsembleMLPFunction(torch.autograd.Function):
@@ -491,8 +491,8 @@ class _AttentionFunction(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         dq, dk, dv = attention_qkv_backward(ctx.saved_tensors, ctx.meta, g)
         if ctx.rows is not None:  # the other queries got no gradient
-            dq = dk.new_zeros(dk.shape).index_copy_(  # (B, L, d)
-                1, torch.arange(dk.shape[1], device=dk.device)[ctx.rows], dq)
+            dq_rows, dq = dq, dk.new_zeros(dk.shape)  # (B, Lr, d) -> (B, L, d)
+            dq[:, ctx.rows] = dq_rows
         return torch.cat([dq, dk, dv], dim=-1), None, None, None, None, None
 
 

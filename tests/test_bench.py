@@ -163,6 +163,9 @@ def test_relu16_ab_swaps_the_relu_ops_and_restores_them(tmp_path: Path) -> None:
         assert all(len(v) == 2 and min(v) > 0 for v in r["rates"].values())
     assert offrl.nn.relu_ is relu_ and offrl.nn.relu_backward is relu_backward
     assert offrl.fused_linear.relu_backward is relu_backward
+    for bad in (["--threads", "0"], ["--rounds", "0"], ["--check-updates", "0"]):
+        with pytest.raises(SystemExit):
+            relu16_ab.main([*bad, "--data", str(data)])
 
 
 @pytest.mark.slow
